@@ -1,0 +1,37 @@
+// Exponential backoff with full jitter (AWS architecture blog "Exponential Backoff And Jitter"):
+// a random delay in [0, min(cap, base * 2^attempt)], so many retrying clients spread out.
+export interface BackoffOptions {
+  baseMs: number;
+  capMs: number;
+  random?: () => number;
+}
+
+export class Backoff {
+  attempt = 0;
+  constructor(private readonly opts: BackoffOptions) {}
+
+  /** The next delay in ms; each call raises the ceiling. */
+  next(): number {
+    const ceiling = Math.min(this.opts.capMs, this.opts.baseMs * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 40);
+    return Math.round((this.opts.random ?? Math.random)() * ceiling);
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/** Resolve after ms, or early (without throwing) when signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

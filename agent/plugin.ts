@@ -1,0 +1,80 @@
+// The plugin API: everything an input may touch. A plugin imports from here (and from the
+// shared helpers in agent/helpers/), never from another plugin or from core internals.
+import type { z } from "zod";
+
+export type EventKind = "text" | "json";
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+export interface EmitOptions {
+  /** Resolve only once the events are on stable storage (forces a spool fsync). */
+  sync?: boolean;
+}
+
+/** What a running input sees. Narrow on purpose: events out, state in and out, a log, a stop signal. */
+export interface InputContext<State = unknown> {
+  readonly name: string;
+  readonly log: Logger;
+  /** Aborted when the input must stop; an input returns from run() soon after (within 1 s). */
+  readonly signal: AbortSignal;
+  /** The agent's hostname (config [agent] hostname). */
+  readonly hostname: string;
+  /**
+   * Hand text events (one line each, no trailing newline) to the spool. Resolves once the
+   * spool has taken them; waits while the spool is full in `block` mode (that wait is the
+   * backpressure an input feels).
+   */
+  emitText(lines: string[], opts?: EmitOptions): Promise<void>;
+  /** Hand JSON object events to the spool. */
+  emitJson(objects: object[], opts?: EmitOptions): Promise<void>;
+  /**
+   * Hand JSON object events already serialised (each a single-line JSON object text the
+   * input has validated) to the spool, without another stringify.
+   */
+  emitJsonLines(lines: string[], opts?: EmitOptions): Promise<void>;
+  /** The input's saved state, or undefined on first run. */
+  loadState(): Promise<State | undefined>;
+  /**
+   * Save `state` as soon as every event emitted before this call is durable in the spool.
+   * The input does not wait; the returned promise resolves once the state is saved.
+   */
+  checkpoint(state: State): Promise<void>;
+  /** Count a problem that does not stop the input (shown in status as errors/last_error). */
+  reportError(err: unknown): void;
+  /** Free-form detail shown in the input's status entry (e.g. {connected: true}). */
+  setDetail(detail: Record<string, unknown>): void;
+}
+
+/** A running input. run() resolves when the input stops after ctx.signal aborts; a throw is a failure. */
+export interface Input {
+  run(): Promise<void>;
+  /** Optional entry point for pushed data (the manual input). */
+  submit?(body: Uint8Array, contentType: string | null): Promise<{ accepted: number }>;
+}
+
+/** A plugin module's default export. */
+export interface InputPlugin<Schema extends z.ZodType = z.ZodType> {
+  type: string;
+  description: string;
+  /** Options of this input type (beyond the common keys type/typetag/name/orgid/timezone/enabled/batch). */
+  options: Schema;
+  create(options: z.infer<Schema>, ctx: InputContext<any>): Input;
+}
+
+export function defineInput<S extends z.ZodType>(p: InputPlugin<S>): InputPlugin<S> {
+  return p;
+}
+
+/** A user-facing problem with the input's data or options: shown as one line, no stack. */
+export class InputError extends Error {
+  constructor(message: string, readonly status = 400) {
+    super(message);
+    this.name = "InputError";
+  }
+}
