@@ -78,3 +78,14 @@ export class InputError extends Error {
     this.name = "InputError";
   }
 }
+
+/**
+ * The input cannot work until its configuration or its source changes (e.g. an API key the
+ * source rejects): the supervisor marks it failed instead of restarting it in a loop.
+ */
+export class FatalInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FatalInputError";
+  }
+}

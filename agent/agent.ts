@@ -1,0 +1,215 @@
+// The running agent: wires config, spool, state, forwarder, supervisor and control server
+// together, and winds them down in order on shutdown.
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { inputPlugins } from "../plugins/index.ts";
+import { loadConfig, type AgentConfig } from "./config.ts";
+import { controlApp, type ControlApi } from "./control.ts";
+import { Forwarder, type RouteMeta } from "./forwarder.ts";
+import { createLogger, errorMessage, type RootLogger } from "./log.ts";
+import { renderMetrics } from "./metrics.ts";
+import { InputError } from "./plugin.ts";
+import { readRunningConfig, removeRunningConfig, writeRunningConfig } from "./runningconfig.ts";
+import { serve, type Served } from "./serve.ts";
+import { Spool } from "./spool.ts";
+import { StateStore } from "./state.ts";
+import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.ts";
+import { VERSION } from "./version.ts";
+
+export interface RunOptions {
+  configPath: string;
+  log?: RootLogger;
+  /** Tests shrink the restart backoff. */
+  restart?: { baseMs?: number; capMs?: number };
+}
+
+export class AlreadyRunningError extends Error {}
+
+export class Agent implements ControlApi {
+  private readonly startedAt = Date.now();
+  private server?: Served;
+  private token = "";
+  private stopping?: Promise<void>;
+  private resolveDone!: () => void;
+  /** Resolves once the agent has shut down. */
+  readonly done = new Promise<void>((r) => (this.resolveDone = r));
+
+  private constructor(
+    private config: AgentConfig,
+    private readonly log: RootLogger,
+    private readonly spool: Spool,
+    private readonly forwarder: Forwarder,
+    private readonly supervisor: Supervisor,
+  ) {}
+
+  static async start(opts: RunOptions): Promise<Agent> {
+    const config = await loadConfig(opts.configPath, inputPlugins);
+    const log = opts.log ?? createLogger(config.agent.logLevel);
+    const dataDir = config.agent.dataDir;
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const other = await readRunningConfig(dataDir);
+    if (other && other.pid !== process.pid)
+      throw new AlreadyRunningError(`an agent is already running on ${dataDir} (pid ${other.pid}, ${other.url})`);
+
+    const spool = await Spool.open({
+      dir: join(dataDir, "spool"),
+      maxBytes: config.spool.maxBytes,
+      whenFull: config.spool.whenFull,
+      fsync: config.spool.fsync,
+      log: log.child({ component: "spool" }),
+    });
+    const state = new StateStore(join(dataDir, "state"));
+    let agent: Agent | undefined;
+    const forwarder = new Forwarder({
+      spool,
+      api: apiOptions(config),
+      batchFor: (meta: RouteMeta) => (agent?.supervisor.config(meta.input)?.batch ?? agent?.config.api.batch ?? config.api.batch),
+      deadLetterDir: join(dataDir, "dead-letter"),
+      log: log.child({ component: "forwarder" }),
+    });
+    const supervisor = new Supervisor({
+      spool,
+      state,
+      plugins: inputPlugins,
+      log,
+      hostname: config.agent.hostname,
+      restart: opts.restart,
+    });
+    agent = new Agent(config, log, spool, forwarder, supervisor);
+    forwarder.start();
+    await supervisor.apply(config.inputs);
+    try {
+      await agent.listen();
+    } catch (err) {
+      await agent.shutdown();
+      throw err;
+    }
+    log.info("agent started", { version: VERSION, pid: process.pid, control: agent.url, inputs: config.inputs.size });
+    return agent;
+  }
+
+  get url(): string {
+    return `http://${hostForUrl(this.server!.hostname)}:${this.server!.port}`;
+  }
+
+  private async listen(): Promise<void> {
+    const { listen, maxBodyBytes } = this.config.control;
+    this.token = randomBytes(24).toString("base64url");
+    const app = controlApp(this, {
+      tokens: () => [this.token, ...(this.config.control.token ? [this.config.control.token] : [])],
+      maxBodyBytes: () => this.config.control.maxBodyBytes,
+    });
+    try {
+      this.server = await serve((req) => app.fetch(req), {
+        hostname: listen.host,
+        port: listen.port,
+        maxRequestBodySize: maxBodyBytes + 1024 * 1024,
+      });
+    } catch (err) {
+      throw new Error(`control server cannot listen on ${listen.host}:${listen.port}: ${errorMessage(err)}`);
+    }
+    await writeRunningConfig(this.config.agent.dataDir, { pid: process.pid, url: this.url, token: this.token });
+  }
+
+  health(): { problems: string[] } {
+    const problems: string[] = [];
+    const out = this.forwarder.status();
+    if (out.state !== "ok") problems.push(`output ${out.state}${out.last_error ? `: ${out.last_error}` : ""}`);
+    for (const i of this.supervisor.status())
+      if (i.state === "failed" || i.state === "backoff") problems.push(`input ${i.name} ${i.state}${i.last_error ? `: ${i.last_error}` : ""}`);
+    const sp = this.spool.stats();
+    if (sp.blocked) problems.push("spool full: inputs are paused");
+    return { problems };
+  }
+
+  status() {
+    return {
+      agent: {
+        version: VERSION,
+        pid: process.pid,
+        hostname: this.config.agent.hostname,
+        config: this.config.file,
+        data_dir: this.config.agent.dataDir,
+        started_at: new Date(this.startedAt).toISOString(),
+        uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      },
+      inputs: this.supervisor.status(),
+      output: this.forwarder.status(),
+      spool: this.spool.stats(),
+    };
+  }
+
+  metrics(): string {
+    return renderMetrics({
+      uptimeSeconds: (Date.now() - this.startedAt) / 1000,
+      inputs: this.supervisor.status(),
+      output: this.forwarder.status(),
+      spool: this.spool.stats(),
+    });
+  }
+
+  async inputAction(name: string, action: "start" | "stop" | "restart"): Promise<void> {
+    if (action === "start") this.supervisor.start(name);
+    else await this.supervisor[action](name);
+    this.log.info(`input ${action} requested`, { input: name });
+  }
+
+  async reload(): Promise<ReloadResult> {
+    // An invalid file throws here and nothing changes.
+    const next = await loadConfig(this.config.file, inputPlugins);
+    const warnings: string[] = [];
+    if (next.agent.dataDir !== this.config.agent.dataDir) warnings.push("agent.data_dir");
+    const a = next.control.listen, b = this.config.control.listen;
+    if (a.host !== b.host || a.port !== b.port) warnings.push("control.listen");
+    if (next.spool.maxBytes !== this.config.spool.maxBytes || next.spool.whenFull !== this.config.spool.whenFull || next.spool.fsync !== this.config.spool.fsync)
+      warnings.push("spool");
+    if (warnings.length) this.log.warn("these settings take effect only after a restart of the agent", { keys: warnings });
+    this.config = { ...next, agent: { ...next.agent, dataDir: this.config.agent.dataDir }, control: { ...next.control, listen: b } };
+    this.log.setLevel(next.agent.logLevel);
+    this.forwarder.setApi(apiOptions(next));
+    const result = await this.supervisor.apply(next.inputs);
+    this.log.info("configuration reloaded", { ...result });
+    return result;
+  }
+
+  async submit(name: string, body: Uint8Array, contentType: string | null): Promise<{ accepted: number }> {
+    const config = this.supervisor.config(name);
+    if (!config) throw new UnknownInputError(name);
+    if (config.type !== "manual") throw new InputError(`input "${name}" is of type ${config.type}; only manual inputs accept events`, 400);
+    const input = this.supervisor.instance(name);
+    if (!input?.submit) throw new InputError(`input "${name}" is not running`, 409);
+    return input.submit(body, contentType);
+  }
+
+  /** Graceful: inputs stop, the spool is flushed, state saved, in-flight uploads get a few seconds. */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info("agent stopping");
+      const t0 = Date.now();
+      await this.supervisor.stopAll();
+      await this.spool.sync();
+      await this.forwarder.stop(Math.max(500, 8000 - (Date.now() - t0)));
+      await this.spool.close();
+      await removeRunningConfig(this.config.agent.dataDir);
+      await this.server?.close();
+      this.log.info("agent stopped", { took_ms: Date.now() - t0 });
+      this.resolveDone();
+    })();
+    return this.stopping;
+  }
+}
+
+function apiOptions(c: AgentConfig) {
+  return {
+    url: c.api.url,
+    token: c.api.token,
+    timeoutMs: c.api.timeoutMs,
+    concurrency: c.api.concurrency,
+    tlsVerify: c.api.tlsVerify,
+  };
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}

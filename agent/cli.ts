@@ -1,0 +1,462 @@
+// The cybexp-agent command line. Talks to a running daemon through <data_dir>/runningconfig.
+import { spawn } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { inputPlugins } from "../plugins/index.ts";
+import { Agent, AlreadyRunningError } from "./agent.ts";
+import { ConfigError, defaultConfigPath, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
+import { errorMessage } from "./log.ts";
+import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
+import { formatBytes } from "./units.ts";
+import { VERSION } from "./version.ts";
+
+export const EXIT = { ok: 0, error: 1, usage: 2, noDaemon: 3 } as const;
+
+class CliError extends Error {
+  constructor(message: string, readonly code: number = EXIT.error) {
+    super(message);
+  }
+}
+
+const COMMANDS: Record<string, { usage: string; help: string }> = {
+  run: { usage: "run", help: "Run the agent in the foreground until SIGINT/SIGTERM (graceful: flush, save state)." },
+  start: { usage: "start [INPUT...]", help: "No daemon running: start one in the background and return once it answers.\nWith names: start those inputs in the running daemon." },
+  stop: { usage: "stop [INPUT...]", help: "No names: stop the daemon gracefully. With names: stop those inputs." },
+  restart: { usage: "restart [INPUT...]", help: "No names: restart the daemon. With names: restart those inputs." },
+  status: { usage: "status [--json]", help: "Show the daemon, every input, the output and the spool. Exit 3 if no daemon runs." },
+  reload: { usage: "reload", help: "Re-read the config file and apply the difference. An invalid file is rejected with its\nerrors and the running configuration stays." },
+  validate: { usage: "validate", help: "Check the config file: exit 0, or 1 with every error (TOML line, key path)." },
+  post: { usage: "post --input NAME [--content-type TYPE] [FILE|-]", help: "Submit threat data by hand (JSON, NDJSON or text) to a manual input. Reads standard\ninput when FILE is - or missing." },
+  version: { usage: "version", help: "Print the version." },
+};
+
+function mainHelp(): string {
+  const lines = [
+    `cybexp-agent ${VERSION}: collects threat data and forwards it to the Cybex-P API`,
+    "",
+    "Usage: cybexp-agent COMMAND [options]",
+    "",
+    "Commands:",
+    ...Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(48)}${c.help.split("\n")[0]}`),
+    "",
+    "Options for every command:",
+    "  -c, --config FILE   config file (default $CYBEXP_AGENT_CONFIG, else ./agent.config.toml)",
+    "      --debug         print stack traces of errors",
+    "  -h, --help          help for a command",
+    "",
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 no daemon running.",
+  ];
+  return lines.join("\n");
+}
+
+function commandHelp(cmd: string): string {
+  const c = COMMANDS[cmd]!;
+  return `Usage: cybexp-agent ${c.usage} [-c FILE]\n\n${c.help}\n\nOptions:\n  -c, --config FILE   config file (default $CYBEXP_AGENT_CONFIG, else ./agent.config.toml)\n      --debug         print stack traces of errors\n  -h, --help          this help`;
+}
+
+interface Parsed {
+  command: string;
+  configPath: string;
+  positionals: string[];
+  json: boolean;
+  input?: string;
+  contentType?: string;
+  debug: boolean;
+}
+
+function parse(argv: string[]): Parsed | number {
+  const command = argv[0];
+  if (!command || command === "-h" || command === "--help" || command === "help") {
+    console.log(mainHelp());
+    return command ? EXIT.ok : EXIT.usage;
+  }
+  if (command === "--version" || command === "-V") return parse(["version"]);
+  if (!COMMANDS[command]) {
+    console.error(`cybexp-agent: unknown command "${command}" (try --help)`);
+    return EXIT.usage;
+  }
+  let values: Record<string, string | boolean | undefined>, positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv.slice(1),
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        debug: { type: "boolean" },
+        json: { type: "boolean" },
+        input: { type: "string", short: "i" },
+        "content-type": { type: "string" },
+      },
+    }));
+  } catch (err) {
+    console.error(`cybexp-agent ${command}: ${errorMessage(err)} (try cybexp-agent ${command} --help)`);
+    return EXIT.usage;
+  }
+  if (values.help) {
+    console.log(commandHelp(command));
+    return EXIT.ok;
+  }
+  const usageError = (msg: string) => {
+    console.error(`cybexp-agent ${command}: ${msg}\nUsage: cybexp-agent ${COMMANDS[command]!.usage}`);
+    return EXIT.usage;
+  };
+  const takesNames = ["start", "stop", "restart"].includes(command);
+  if (values.json && command !== "status") return usageError("--json goes with status");
+  if ((values.input || values["content-type"]) && command !== "post") return usageError("--input goes with post");
+  if (command === "post") {
+    if (!values.input) return usageError("--input NAME is required");
+    if (positionals.length > 1) return usageError("one FILE at most");
+  } else if (!takesNames && positionals.length) return usageError(`unexpected argument "${positionals[0]}"`);
+  return {
+    command,
+    configPath: resolve((values.config as string | undefined) ?? defaultConfigPath()),
+    positionals,
+    json: !!values.json,
+    input: values.input as string | undefined,
+    contentType: values["content-type"] as string | undefined,
+    debug: !!values.debug,
+  };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const p = parse(argv);
+  if (typeof p === "number") return p;
+  try {
+    return await COMMAND_IMPL[p.command]!(p);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const line of err.problems) console.error(line);
+      return EXIT.error;
+    }
+    if (err instanceof CliError) {
+      console.error(`cybexp-agent ${p.command}: ${err.message}`);
+      return err.code;
+    }
+    console.error(`cybexp-agent ${p.command}: ${errorMessage(err)}`);
+    if (p.debug && err instanceof Error && err.stack) console.error(err.stack);
+    return EXIT.error;
+  }
+}
+
+const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
+  version: async () => {
+    console.log(`cybexp-agent ${VERSION}`);
+    return EXIT.ok;
+  },
+
+  validate: async (p) => {
+    const config = await loadConfig(p.configPath, inputPlugins);
+    const inputs = [...config.inputs.values()];
+    const enabled = inputs.filter((i) => i.enabled).length;
+    console.log(`${p.configPath}: OK (${inputs.length} inputs, ${enabled} enabled: ${inputs.map((i) => `${i.key} [${i.type}]`).join(", ") || "none"})`);
+    return EXIT.ok;
+  },
+
+  run: async (p) => {
+    let agent: Agent;
+    try {
+      agent = await Agent.start({ configPath: p.configPath });
+    } catch (err) {
+      if (err instanceof AlreadyRunningError) throw new CliError(err.message);
+      throw err;
+    }
+    const onSignal = (sig: string) => {
+      process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: "info", msg: `received ${sig}` }) + "\n");
+      void agent.shutdown();
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    await agent.done;
+    return EXIT.ok;
+  },
+
+  start: async (p) => {
+    const config = await loadConfig(p.configPath, inputPlugins);
+    if (p.positionals.length) return inputAction(config, "start", p.positionals);
+    const running = await readRunningConfig(config.agent.dataDir);
+    if (running) {
+      console.log(`cybexp-agent is already running (pid ${running.pid}, ${running.url})`);
+      return EXIT.ok;
+    }
+    const rc = await startDaemon(config);
+    console.log(`cybexp-agent started (pid ${rc.pid}, control ${rc.url}, log ${join(config.agent.dataDir, "agent.log")})`);
+    return EXIT.ok;
+  },
+
+  stop: async (p) => {
+    const config = await loadConfigForClient(p.configPath);
+    if (p.positionals.length) return inputAction(config, "stop", p.positionals);
+    const rc = await requireDaemon(config);
+    await stopDaemon(rc);
+    console.log(`cybexp-agent stopped (pid ${rc.pid})`);
+    return EXIT.ok;
+  },
+
+  restart: async (p) => {
+    const config = await loadConfigForClient(p.configPath);
+    if (p.positionals.length) return inputAction(config, "restart", p.positionals);
+    // Check the new config before stopping the running daemon.
+    const fresh = await loadConfig(p.configPath, inputPlugins);
+    const rc = await readRunningConfig(config.agent.dataDir);
+    if (rc) await stopDaemon(rc);
+    const started = await startDaemon(fresh);
+    console.log(`cybexp-agent restarted (pid ${started.pid}, control ${started.url})`);
+    return EXIT.ok;
+  },
+
+  status: async (p) => {
+    const config = await loadConfigForClient(p.configPath);
+    const rc = await requireDaemon(config);
+    const status = (await callDaemon(rc, "GET", "/status")).body as StatusJson;
+    console.log(p.json ? JSON.stringify(status, null, 2) : formatStatus(status, rc));
+    return EXIT.ok;
+  },
+
+  reload: async (p) => {
+    const config = await loadConfigForClient(p.configPath);
+    const rc = await requireDaemon(config);
+    const res = await callDaemon(rc, "POST", "/reload", undefined, true);
+    const body = res.body as { problems?: string[]; started?: string[]; stopped?: string[]; restarted?: string[]; unchanged?: string[]; error?: string };
+    if (res.status === 400 && body.problems) {
+      for (const line of body.problems) console.error(line);
+      console.error("cybexp-agent reload: the configuration was not changed");
+      return EXIT.error;
+    }
+    if (res.status !== 200) throw new CliError(body.error ?? `HTTP ${res.status}`);
+    const list = (xs?: string[]) => (xs?.length ? xs.join(", ") : "none");
+    console.log(`reloaded: started ${list(body.started)}; restarted ${list(body.restarted)}; stopped ${list(body.stopped)}; unchanged ${list(body.unchanged)}`);
+    return EXIT.ok;
+  },
+
+  post: async (p) => {
+    const config = await loadConfigForClient(p.configPath);
+    const rc = await requireDaemon(config);
+    const file = p.positionals[0] ?? "-";
+    let body: Uint8Array;
+    try {
+      body = file === "-" ? await readStdin() : readFileSync(file);
+    } catch (err) {
+      throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
+    }
+    const contentType = p.contentType ?? contentTypeFor(file);
+    const res = await callDaemon(rc, "POST", `/inputs/${encodeURIComponent(p.input!)}/events`, body, true, contentType);
+    const answer = res.body as { accepted?: number; error?: string };
+    if (res.status !== 202) throw new CliError(answer.error ?? `HTTP ${res.status}`);
+    console.log(`accepted ${answer.accepted} event${answer.accepted === 1 ? "" : "s"} into input ${p.input}`);
+    return EXIT.ok;
+  },
+};
+
+type DaemonTarget = Pick<AgentConfig, "file"> & { agent: Pick<AgentConfig["agent"], "dataDir"> };
+
+/** Client commands need only data_dir: a config broken since the daemon started must not hide it. */
+async function loadConfigForClient(path: string): Promise<DaemonTarget> {
+  try {
+    return await loadConfig(path, inputPlugins);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const dataDir = readDataDir(path);
+    if (dataDir === undefined) throw err;
+    return { file: path, agent: { dataDir } };
+  }
+}
+
+async function requireDaemon(config: DaemonTarget): Promise<RunningConfig> {
+  const rc = await readRunningConfig(config.agent.dataDir);
+  if (!rc) throw new CliError(`no daemon is running for ${config.file} (data_dir ${config.agent.dataDir})`, EXIT.noDaemon);
+  return rc;
+}
+
+async function inputAction(config: DaemonTarget, action: string, names: string[]): Promise<number> {
+  const rc = await requireDaemon(config);
+  let failed = 0;
+  for (const name of names) {
+    const res = await callDaemon(rc, "POST", `/inputs/${encodeURIComponent(name)}/${action}`, undefined, true);
+    if (res.status === 200) console.log(`${action}: ${name}`);
+    else {
+      failed++;
+      console.error(`cybexp-agent ${action}: ${(res.body as { error?: string }).error ?? `HTTP ${res.status}`}`);
+    }
+  }
+  return failed ? EXIT.error : EXIT.ok;
+}
+
+async function callDaemon(
+  rc: RunningConfig,
+  method: string,
+  path: string,
+  body?: Uint8Array,
+  anyStatus = false,
+  contentType?: string,
+): Promise<{ status: number; body: unknown }> {
+  let res: Response;
+  try {
+    res = await fetch(rc.url + path, {
+      method,
+      body: body as BodyInit | undefined,
+      headers: { authorization: `Bearer ${rc.token}`, ...(contentType ? { "content-type": contentType } : {}) },
+      signal: AbortSignal.timeout(60_000),
+    });
+  } catch (err) {
+    throw new CliError(`the daemon (pid ${rc.pid}) does not answer at ${rc.url}: ${errorMessage(err)}`);
+  }
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { error: text.slice(0, 200) };
+  }
+  if (!anyStatus && !res.ok) throw new CliError((parsed as { error?: string }).error ?? `HTTP ${res.status}`);
+  return { status: res.status, body: parsed };
+}
+
+/** How to run this same program again: compiled binary, Bun on the source, or Deno on the source. */
+export function selfCommand(args: string[]): { cmd: string; args: string[] } {
+  const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
+  const main = fileURLToPath(new URL("./main.ts", import.meta.url));
+  if (deno) return { cmd: deno.execPath(), args: ["run", "-A", main, ...args] };
+  const bunMain = (globalThis as { Bun?: { main: string } }).Bun?.main ?? "";
+  if (bunMain.startsWith("/$bunfs/") || import.meta.url.includes("$bunfs")) return { cmd: process.execPath, args };
+  return { cmd: process.execPath, args: [main, ...args] };
+}
+
+async function startDaemon(config: AgentConfig): Promise<RunningConfig> {
+  const dataDir = config.agent.dataDir;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const logPath = join(dataDir, "agent.log");
+  const logFd = openSync(logPath, "a", 0o600);
+  const logStart = safeSize(logPath);
+  const { cmd, args } = selfCommand(["run", "-c", config.file]);
+  const child = spawn(cmd, args, {
+    detached: true,
+    stdio: ["ignore", logFd, logFd],
+    env: { ...process.env, CYBEXP_AGENT_CONFIG: config.file },
+  });
+  closeSync(logFd);
+  let exited: number | null | undefined;
+  child.on("exit", (code) => (exited = code));
+  child.on("error", () => (exited = -1));
+  child.unref();
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    if (exited !== undefined) break;
+    const rc = await readRunningConfig(dataDir);
+    if (rc && rc.pid === child.pid) {
+      try {
+        const res = await fetch(`${rc.url}/health`, { signal: AbortSignal.timeout(2000) });
+        await res.body?.cancel();
+        return rc;
+      } catch {
+        // not answering yet
+      }
+    }
+  }
+  const reason = logErrors(logPath, logStart);
+  if (exited === undefined) {
+    try {
+      process.kill(child.pid!, "SIGTERM");
+    } catch {}
+    throw new CliError(`the daemon did not answer within 20 s${reason ? `: ${reason}` : ""} (see ${logPath})`);
+  }
+  throw new CliError(`the daemon exited during start-up${reason ? `: ${reason}` : ""} (see ${logPath})`);
+}
+
+function safeSize(path: string): number {
+  try {
+    return readFileSync(path).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** Error lines the daemon logged since `from`, as one line. */
+function logErrors(path: string, from: number): string {
+  let text = "";
+  try {
+    text = readFileSync(path).subarray(from).toString("utf8");
+  } catch {
+    return "";
+  }
+  const msgs = text
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => {
+      try {
+        const j = JSON.parse(l);
+        return j.level === "error" ? j.msg + (j.error ? `: ${j.error}` : "") : "";
+      } catch {
+        return l.replace(/^cybexp-agent run: /, "");
+      }
+    })
+    .filter(Boolean);
+  return msgs.slice(-5).join("; ");
+}
+
+async function stopDaemon(rc: RunningConfig): Promise<void> {
+  await callDaemon(rc, "POST", "/shutdown");
+  const deadline = Date.now() + 15_000;
+  while (isAlive(rc.pid)) {
+    if (Date.now() > deadline) throw new CliError(`the daemon (pid ${rc.pid}) did not stop within 15 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function readStdin(): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function contentTypeFor(file: string): string | undefined {
+  if (/\.json$/i.test(file)) return "application/json";
+  if (/\.(ndjson|jsonl)$/i.test(file)) return "application/x-ndjson";
+  if (/\.(txt|log)$/i.test(file)) return "text/plain";
+  return undefined;
+}
+
+interface StatusJson {
+  agent: { version: string; pid: number; uptime_s: number; hostname: string };
+  inputs: { name: string; type: string; state: string; events: number; bytes: number; errors: number; restarts: number; last_event_at: string | null; last_error: string | null }[];
+  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null };
+  spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number };
+}
+
+function ago(iso: string | null): string {
+  if (!iso) return "-";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+function duration(s: number): string {
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join("").trimEnd()).join("\n");
+}
+
+export function formatStatus(s: StatusJson, rc: RunningConfig): string {
+  const rows = [["INPUT", "TYPE", "STATE", "EVENTS", "BYTES", "ERRORS", "RESTARTS", "LAST EVENT", "LAST ERROR"]];
+  for (const i of s.inputs)
+    rows.push([i.name, i.type, i.state, String(i.events), formatBytes(i.bytes), String(i.errors), String(i.restarts), ago(i.last_event_at), i.last_error ?? "-"]);
+  const o = s.output;
+  const sp = s.spool;
+  return [
+    `cybexp-agent ${s.agent.version}  pid ${s.agent.pid}  up ${duration(s.agent.uptime_s)}  host ${s.agent.hostname}  control ${rc.url}`,
+    "",
+    s.inputs.length ? table(rows) : "no inputs configured",
+    "",
+    `OUTPUT  ${o.state}: ${o.sent_events} events in ${o.sent_uploads} uploads, ${o.retries} retries, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
+    `SPOOL   ${sp.events} events, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,
+  ].join("\n");
+}

@@ -1,0 +1,400 @@
+// The configuration file: TOML with ${VAR} substitution, validated by zod schemas (the core's
+// and each plugin's own). Every problem is reported as one line naming where it is.
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { hostname as osHostname } from "node:os";
+import { dirname, resolve } from "node:path";
+import { parse as parseToml, TomlError } from "smol-toml";
+import { z } from "zod";
+import type { InputPlugin } from "./plugin.ts";
+import { duration, size } from "./units.ts";
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+const logLevel = z.enum(["debug", "info", "warn", "error"]);
+
+const batchSchema = z
+  .object({
+    max_events: z.number().int().min(1).max(1_000_000).default(1000).describe("Events per upload at most"),
+    max_bytes: size().default(1024 * 1024).describe("Upload file size at most"),
+    max_wait: duration().default(1000).describe("Send a partial batch after this long"),
+  })
+  .strict();
+
+export const coreSchema = z
+  .object({
+    agent: z
+      .object({
+        data_dir: z.string().min(1).default("./data").describe("Spool, state, runningconfig and dead letters; relative to the config file"),
+        log_level: logLevel.default("info").describe("debug | info | warn | error; logs are JSON lines on stderr"),
+        hostname: z.string().min(1).optional().describe("Default: the host's name"),
+      })
+      .strict()
+      .default({ data_dir: "./data", log_level: "info" }),
+    control: z
+      .object({
+        listen: z.string().default("127.0.0.1:8765").describe("host:port of the control server; port 0 picks a free port"),
+        token: z.string().min(1).optional().describe("Bearer token; required when listen is not a loopback address"),
+        max_body_bytes: size().default(10 * 1024 * 1024).describe("Largest request body accepted"),
+      })
+      .strict()
+      .default({ listen: "127.0.0.1:8765", max_body_bytes: 10 * 1024 * 1024 }),
+    api: z
+      .object({
+        url: z.url({ protocol: /^https?$/ }).describe("Cybex-P API Module base URL; uploads go to POST {url}/raw"),
+        token: z.string().min(1).describe("Bearer token for the API"),
+        orgid: z.string().min(1).describe("Organisation id sent with every upload"),
+        timezone: z.string().min(1).default("UTC").describe("Timezone sent with every upload"),
+        timeout: duration().default(30_000).describe("Timeout of one upload"),
+        concurrency: z.number().int().min(1).max(64).default(4).describe("Uploads in flight at once"),
+        tls_verify: z.boolean().default(true).describe("Verify the API's TLS certificate"),
+        batch: batchSchema.default({ max_events: 1000, max_bytes: 1024 * 1024, max_wait: 1000 }),
+      })
+      .strict(),
+    spool: z
+      .object({
+        max_bytes: size().default(1024 ** 3).describe("Bound on spooled, undelivered data"),
+        when_full: z.enum(["block", "drop_oldest"]).default("block").describe("block pauses inputs; drop_oldest discards the oldest events"),
+        fsync: z
+          .string()
+          .default("1s")
+          .transform((s, ctx) => {
+            if (s === "always" || s === "never") return s;
+            const ms = duration().safeParse(s);
+            if (ms.success) return ms.data;
+            ctx.addIssue({ code: "custom", message: `expected "always", "never" or a duration like "1s", got "${s}"` });
+            return z.NEVER;
+          })
+          .describe('"always", "never" or a duration: how often the spool is flushed to disk'),
+      })
+      .strict()
+      .default({ max_bytes: 1024 ** 3, when_full: "block", fsync: 1000 }),
+    inputs: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
+  })
+  .strict();
+
+/** Keys every input has, whatever its type. */
+export const commonInputSchema = z.object({
+  type: z.string().describe("Input type"),
+  typetag: z.string().min(1).describe("Cybex-P typetag of this input's data (required)"),
+  name: z.string().min(1).optional().describe("Name sent to the API; default: the input's table key"),
+  orgid: z.string().min(1).optional().describe("Overrides [api] orgid"),
+  timezone: z.string().min(1).optional().describe("Overrides [api] timezone"),
+  enabled: z.boolean().default(true).describe("false keeps the input configured but off"),
+  batch: z
+    .object({
+      max_events: z.number().int().min(1).max(1_000_000).optional(),
+      max_bytes: size().optional(),
+      max_wait: duration().optional(),
+    })
+    .strict()
+    .optional()
+    .describe("Overrides [api.batch] for this input"),
+});
+
+export function inputSchemaFor(plugin: InputPlugin) {
+  const own = plugin.options as unknown as z.ZodObject<z.ZodRawShape>;
+  return commonInputSchema.extend(own.shape).strict();
+}
+
+export interface BatchLimits {
+  maxEvents: number;
+  maxBytes: number;
+  maxWaitMs: number;
+}
+
+export interface InputConfig {
+  /** The table key: how the agent, the CLI and the control API name the input. */
+  key: string;
+  type: string;
+  typetag: string;
+  /** Sent as the upload's `name` part. */
+  uploadName: string;
+  orgid: string;
+  timezone: string;
+  enabled: boolean;
+  batch: BatchLimits;
+  /** The plugin's own options, validated and defaulted. */
+  options: Record<string, unknown>;
+  /** Canonical text of the input's resolved settings: equal fingerprints mean reload leaves it alone. */
+  fingerprint: string;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface AgentConfig {
+  file: string;
+  agent: { dataDir: string; logLevel: z.infer<typeof logLevel>; hostname: string };
+  control: { listen: ListenAddress; token?: string; maxBodyBytes: number };
+  api: {
+    url: string;
+    token: string;
+    orgid: string;
+    timezone: string;
+    timeoutMs: number;
+    concurrency: number;
+    tlsVerify: boolean;
+    batch: BatchLimits;
+  };
+  spool: { maxBytes: number; whenFull: "block" | "drop_oldest"; fsync: "always" | "never" | number };
+  inputs: Map<string, InputConfig>;
+}
+
+export function defaultConfigPath(env: Record<string, string | undefined> = process.env): string {
+  return env.CYBEXP_AGENT_CONFIG || "./agent.config.toml";
+}
+
+export async function loadConfig(
+  file: string,
+  plugins: Record<string, InputPlugin>,
+  env: Record<string, string | undefined> = process.env,
+): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError([`${file}: cannot read the config file (${code ?? (err as Error).message})`]);
+  }
+  return parseConfig(text, resolve(file), plugins, env);
+}
+
+/** data_dir of a config file that may not validate (the CLI still needs to find the daemon). */
+export function readDataDir(file: string, env: Record<string, string | undefined> = process.env): string | undefined {
+  try {
+    const text = substituteEnv(readFileSync(file, "utf8"), env).text;
+    const raw = parseToml(text) as { agent?: { data_dir?: unknown } };
+    const dir = typeof raw.agent?.data_dir === "string" ? raw.agent.data_dir : "./data";
+    return resolve(dirname(resolve(file)), dir);
+  } catch {
+    return undefined;
+  }
+}
+
+export function parseConfig(
+  text: string,
+  file: string,
+  plugins: Record<string, InputPlugin>,
+  env: Record<string, string | undefined> = process.env,
+): AgentConfig {
+  const where = (line: number) => `${file}:${line}`;
+  const substituted = substituteEnv(text, env);
+  if (substituted.problems.length) throw new ConfigError(substituted.problems.map((p) => `${where(p.line)}: ${p.message}`));
+
+  let raw: Record<string, unknown>;
+  try {
+    raw = parseToml(substituted.text) as Record<string, unknown>;
+  } catch (err) {
+    if (err instanceof TomlError) {
+      const first = err.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
+      throw new ConfigError([`${where(err.line)}: TOML syntax error: ${first} (line ${err.line}, column ${err.column})`]);
+    }
+    throw err;
+  }
+
+  const lines = keyLines(text);
+  const problems: string[] = [];
+  const report = (path: PropertyKey[], message: string) => {
+    const line = lineOf(lines, path);
+    problems.push(`${line ? where(line) + ": " : ""}${formatPath(path)}: ${message}`);
+  };
+
+  const core = coreSchema.safeParse(raw);
+  if (!core.success) {
+    for (const issue of core.error.issues) reportIssue(issue, [], report);
+    throw new ConfigError(problems);
+  }
+  const c = core.data;
+
+  const control = parseListen(c.control.listen);
+  if (!control) report(["control", "listen"], `expected "host:port" (e.g. "127.0.0.1:8765"), got "${c.control.listen}"`);
+  else if (!isLoopback(control.host) && !c.control.token)
+    report(["control", "token"], `required when control.listen (${c.control.listen}) is not a loopback address`);
+
+  const apiBatch: BatchLimits = {
+    maxEvents: c.api.batch.max_events,
+    maxBytes: c.api.batch.max_bytes,
+    maxWaitMs: c.api.batch.max_wait,
+  };
+
+  const inputs = new Map<string, InputConfig>();
+  for (const [key, table] of Object.entries(c.inputs)) {
+    const at = ["inputs", key];
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(key)) {
+      report(at, "input names use letters, digits, '_', '.' and '-' (at most 64, starting with a letter or digit)");
+      continue;
+    }
+    const type = table.type;
+    if (typeof type !== "string") {
+      report([...at, "type"], `required: one of ${Object.keys(plugins).join(", ")}`);
+      continue;
+    }
+    const plugin = plugins[type];
+    if (!plugin) {
+      report([...at, "type"], `unknown input type "${type}" (known: ${Object.keys(plugins).join(", ")})`);
+      continue;
+    }
+    const parsed = inputSchemaFor(plugin).safeParse(table);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) reportIssue(issue, at, report);
+      continue;
+    }
+    const { type: _t, typetag, name, orgid, timezone, enabled, batch, ...options } = parsed.data as Record<string, any>;
+    const resolved: Omit<InputConfig, "fingerprint"> = {
+      key,
+      type,
+      typetag,
+      uploadName: name ?? key,
+      orgid: orgid ?? c.api.orgid,
+      timezone: timezone ?? c.api.timezone,
+      enabled,
+      batch: {
+        maxEvents: batch?.max_events ?? apiBatch.maxEvents,
+        maxBytes: batch?.max_bytes ?? apiBatch.maxBytes,
+        maxWaitMs: batch?.max_wait ?? apiBatch.maxWaitMs,
+      },
+      options,
+    };
+    inputs.set(key, { ...resolved, fingerprint: stableJson(resolved) });
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  return {
+    file,
+    agent: {
+      dataDir: resolve(dirname(file), c.agent.data_dir),
+      logLevel: c.agent.log_level,
+      hostname: c.agent.hostname ?? osHostname(),
+    },
+    control: { listen: control!, token: c.control.token, maxBodyBytes: c.control.max_body_bytes },
+    api: {
+      url: c.api.url.replace(/\/+$/, ""),
+      token: c.api.token,
+      orgid: c.api.orgid,
+      timezone: c.api.timezone,
+      timeoutMs: c.api.timeout,
+      concurrency: c.api.concurrency,
+      tlsVerify: c.api.tls_verify,
+      batch: apiBatch,
+    },
+    spool: { maxBytes: c.spool.max_bytes, whenFull: c.spool.when_full, fsync: c.spool.fsync },
+    inputs,
+  };
+}
+
+function reportIssue(issue: z.core.$ZodIssue, prefix: PropertyKey[], report: (path: PropertyKey[], msg: string) => void) {
+  const path = [...prefix, ...issue.path];
+  if (issue.code === "unrecognized_keys") {
+    for (const k of issue.keys) report([...path, k], "unknown key");
+    return;
+  }
+  let msg = issue.message;
+  if (issue.code === "invalid_type" && /received undefined/.test(msg)) msg = `required (${issue.expected})`;
+  report(path, msg.replace(/^Invalid input: /, ""));
+}
+
+export function formatPath(path: PropertyKey[]): string {
+  let out = "";
+  for (const p of path) {
+    if (typeof p === "number") out += `[${p}]`;
+    else out += (out ? "." : "") + String(p);
+  }
+  return out || "(top level)";
+}
+
+/** ${VAR} and ${VAR:-default} from the environment; $${ is a literal ${. Comment lines are left alone. */
+export function substituteEnv(
+  text: string,
+  env: Record<string, string | undefined>,
+): { text: string; problems: { line: number; message: string }[] } {
+  const problems: { line: number; message: string }[] = [];
+  const out = text.split("\n").map((line, i) => {
+    if (/^\s*#/.test(line)) return line;
+    return line.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (m, name: string, def: string | undefined) => {
+      if (m.startsWith("$$")) return m.slice(1);
+      const v = env[name];
+      if (v !== undefined && v !== "") return escapeForToml(v);
+      if (def !== undefined) return def;
+      problems.push({ line: i + 1, message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
+      return "";
+    });
+  });
+  return { text: out.join("\n"), problems };
+}
+
+// Values land inside TOML strings: keep quotes and backslashes from breaking the syntax.
+function escapeForToml(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+}
+
+/** Best-effort map from dotted key paths to the line that defines them, for error messages. */
+function keyLines(text: string): Map<string, number> {
+  const map = new Map<string, number>();
+  let table: string[] = [];
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) return;
+    const header = /^\[\[?\s*([^\]]+?)\s*\]\]?/.exec(line);
+    if (header) {
+      table = splitKey(header[1]!);
+      if (!map.has(table.join("."))) map.set(table.join("."), i + 1);
+      return;
+    }
+    const kv = /^((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.\s-])+?)\s*=/.exec(line);
+    if (kv) {
+      const full = [...table, ...splitKey(kv[1]!)];
+      for (let n = table.length + 1; n <= full.length; n++) {
+        const k = full.slice(0, n).join(".");
+        if (!map.has(k)) map.set(k, i + 1);
+      }
+    }
+  });
+  return map;
+}
+
+function splitKey(key: string): string[] {
+  const parts: string[] = [];
+  const re = /\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*(?:\.|$)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(key)) && m[0] !== "") parts.push(m[1] ?? m[2] ?? m[3]!);
+  return parts;
+}
+
+function lineOf(lines: Map<string, number>, path: PropertyKey[]): number | undefined {
+  const keys = path.filter((p) => typeof p !== "number").map(String);
+  for (let n = keys.length; n > 0; n--) {
+    const l = lines.get(keys.slice(0, n).join("."));
+    if (l) return l;
+  }
+  return undefined;
+}
+
+export function parseListen(text: string): ListenAddress | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? m[2]!, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
+  if (v && typeof v === "object")
+    return `{${Object.keys(v as object)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(",")}}`;
+  return JSON.stringify(v) ?? "null";
+}

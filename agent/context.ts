@@ -1,0 +1,94 @@
+// Builds the InputContext a plugin runs against, on top of the spool and the state store.
+// The context also keeps the input's counters, so status and metrics see what each input did.
+import type { EmitOptions, EventKind, InputContext, Logger } from "./plugin.ts";
+import type { Spool } from "./spool.ts";
+import type { StateStore } from "./state.ts";
+import { errorMessage } from "./log.ts";
+
+export interface InputCounters {
+  events: number;
+  bytes: number;
+  errors: number;
+  last_error: string | null;
+  last_event_at: string | null;
+  detail: Record<string, unknown>;
+}
+
+export function newCounters(): InputCounters {
+  return { events: 0, bytes: 0, errors: 0, last_error: null, last_event_at: null, detail: {} };
+}
+
+export interface ContextOptions {
+  name: string;
+  spool: Spool;
+  state: StateStore;
+  /** Spool route key of this input (its upload metadata). */
+  route: string;
+  log: Logger;
+  signal: AbortSignal;
+  hostname: string;
+  /** Events per spool record: the input's upload batch size, so acks match uploads. */
+  maxEventsPerRecord?: number;
+  maxBytesPerRecord?: number;
+  counters?: InputCounters;
+}
+
+export type CoreInputContext<S = unknown> = InputContext<S> & {
+  counters: InputCounters;
+  /** Resolves once every checkpoint asked for so far is saved (or has failed and been reported). */
+  settled(): Promise<void>;
+};
+
+export function createInputContext<S = unknown>(o: ContextOptions): CoreInputContext<S> {
+  const counters = o.counters ?? newCounters();
+  // Checkpoints are chained so a later state never lands before an earlier one.
+  let lastCheckpoint: Promise<void> = Promise.resolve();
+
+  async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
+    if (lines.length === 0) return;
+    await o.spool.append(o.route, kind, lines, {
+      maxEventsPerRecord: o.maxEventsPerRecord,
+      maxBytesPerRecord: o.maxBytesPerRecord,
+      sync: opts?.sync,
+    });
+    let bytes = 0;
+    for (const l of lines) bytes += l.length + 1;
+    counters.events += lines.length;
+    counters.bytes += bytes;
+    counters.last_event_at = new Date().toISOString();
+  }
+
+  return {
+    name: o.name,
+    log: o.log,
+    signal: o.signal,
+    hostname: o.hostname,
+    counters,
+    settled: () => lastCheckpoint,
+    emitText: (lines, opts) => emit("text", lines, opts),
+    emitJson: (objects, opts) => emit("json", objects.map((x) => JSON.stringify(x)), opts),
+    emitJsonLines: (lines, opts) => emit("json", lines, opts),
+    loadState: () => o.state.load<S>(o.name),
+    checkpoint(state: S): Promise<void> {
+      const durable = o.spool.whenDurable();
+      const next = lastCheckpoint.then(async () => {
+        await durable;
+        await o.state.save(o.name, state);
+      });
+      // A failed save is reported but must not wedge every later checkpoint.
+      lastCheckpoint = next.catch((err) => {
+        counters.errors++;
+        counters.last_error = `saving state: ${errorMessage(err)}`;
+        o.log.error("saving input state failed", { error: errorMessage(err) });
+      });
+      return next;
+    },
+    reportError(err: unknown) {
+      counters.errors++;
+      counters.last_error = errorMessage(err).split("\n")[0]!;
+    },
+    setDetail(detail: Record<string, unknown>) {
+      counters.detail = { ...counters.detail, ...detail };
+    },
+  };
+}

@@ -1,0 +1,46 @@
+// Prometheus text exposition (format 0.0.4) of the agent's counters and gauges.
+import type { InputStatus } from "./supervisor.ts";
+
+export interface MetricsSnapshot {
+  uptimeSeconds: number;
+  inputs: InputStatus[];
+  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; bytes?: number; inflight?: number };
+  spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number; blocked?: boolean };
+}
+
+type Sample = [labels: Record<string, string>, value: number];
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+export function renderMetrics(s: MetricsSnapshot): string {
+  const out: string[] = [];
+  const metric = (name: string, type: "counter" | "gauge", help: string, samples: Sample[]) => {
+    out.push(`# HELP cybexp_agent_${name} ${help}`, `# TYPE cybexp_agent_${name} ${type}`);
+    for (const [labels, value] of samples) {
+      const l = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
+      out.push(`cybexp_agent_${name}${l ? `{${l}}` : ""} ${Number.isFinite(value) ? value : 0}`);
+    }
+  };
+  const perInput = (pick: (i: InputStatus) => number): Sample[] =>
+    s.inputs.map((i) => [{ input: i.name, type: i.type }, pick(i)]);
+
+  metric("uptime_seconds", "gauge", "Seconds since the agent started.", [[{}, s.uptimeSeconds]]);
+  metric("input_events_total", "counter", "Events an input handed to the spool.", perInput((i) => i.events));
+  metric("input_bytes_total", "counter", "Bytes of events an input handed to the spool.", perInput((i) => i.bytes));
+  metric("input_errors_total", "counter", "Problems an input counted.", perInput((i) => i.errors));
+  metric("input_restarts_total", "counter", "Times an input was restarted after failing.", perInput((i) => i.restarts));
+  metric("input_up", "gauge", "1 while the input is running.", perInput((i) => (i.state === "running" ? 1 : 0)));
+  metric("output_events_total", "counter", "Events the API accepted.", [[{}, s.output.sent_events]]);
+  metric("output_uploads_total", "counter", "Uploads the API accepted.", [[{}, s.output.sent_uploads]]);
+  metric("output_retries_total", "counter", "Uploads retried after a failure.", [[{}, s.output.retries]]);
+  metric("output_dead_lettered_total", "counter", "Uploads the API refused for good, kept in dead-letter/.", [[{}, s.output.dead_lettered]]);
+  metric("output_up", "gauge", "1 while the output is ok (not retrying, failing or unauthorized).", [[{}, s.output.state === "ok" ? 1 : 0]]);
+  metric("spool_events", "gauge", "Events waiting in the spool.", [[{}, s.spool.events]]);
+  metric("spool_bytes", "gauge", "Bytes waiting in the spool.", [[{}, s.spool.bytes]]);
+  metric("spool_max_bytes", "gauge", "Spool bound.", [[{}, s.spool.max_bytes]]);
+  metric("spool_oldest_event_age_seconds", "gauge", "Age of the oldest undelivered event.", [[{}, s.spool.oldest_event_age_s]]);
+  metric("spool_dropped_events_total", "counter", "Events discarded because the spool was full (drop_oldest).", [[{}, s.spool.dropped]]);
+  return out.join("\n") + "\n";
+}

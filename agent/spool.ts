@@ -1,0 +1,1088 @@
+// The durable spool: an on-disk, append-only queue of checksummed records in segment files.
+//
+// A record holds events of one route and one kind; its payload is exactly the bytes of a future
+// upload body (each event followed by "\n"), so the forwarder only concatenates payloads.
+//
+// Record layout (little-endian), HEADER_BYTES fixed bytes then the route and the payload:
+//   0  u32 magic          FE FF 53 31 on disk; 0xFE/0xFF never occur in UTF-8 text, so event
+//                         data cannot imitate the start of a header
+//   4  u32 payload length
+//   8  u32 CRC-32 of every byte after this field (rest of header + route + payload)
+//  12  f64 appendedAt     ms since epoch
+//  20  u32 event count
+//  24  u8  kind           0 text, 1 json
+//  25  u8  flags          0 (reserved)
+//  26  u16 route length
+//
+// Acknowledged records are remembered in a sidecar file per segment (NNNNNNNN.ack) holding
+// (offset, ~offset) u32 pairs: the complement makes a zero-filled or torn tail harmless. A lost
+// ack only means a re-delivery, so the sidecar is never fsynced on the hot path.
+//
+// Memory stays small for huge backlogs: unread records are not held in memory; a read cursor
+// walks the segment files (the page cache makes re-reading cheap) and only records handed out
+// to the forwarder get a small in-memory entry.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Buffer } from "node:buffer";
+import type { Logger } from "./plugin.ts";
+import { crc32 } from "./helpers/crc32.ts";
+import { errorMessage } from "./log.ts";
+
+export interface SpoolOptions {
+  dir: string;
+  /** Bound on unacknowledged record bytes (payload + headers). */
+  maxBytes: number;
+  whenFull: "block" | "drop_oldest";
+  /** "always", "never", or an interval in ms (group commit). */
+  fsync: "always" | "never" | number;
+  /** Roll segments at this size; default min(16 MiB, max(64 KiB, maxBytes/8)). */
+  segmentBytes?: number;
+  log: Logger;
+}
+
+export interface SpoolRecord {
+  /** Unique within this process; used to ack. */
+  id: number;
+  /** Opaque grouping key (the forwarder keeps JSON route metadata here). */
+  route: string;
+  kind: "text" | "json";
+  /** Number of events. */
+  count: number;
+  /** The events, each ending in "\n". */
+  payload: Uint8Array;
+  /** ms since epoch when appended. */
+  appendedAt: number;
+}
+
+export interface SpoolStats {
+  events: number;
+  bytes: number;
+  max_bytes: number;
+  oldest_event_age_s: number;
+  dropped: number;
+  blocked: boolean;
+}
+
+export interface AppendOptions {
+  maxEventsPerRecord?: number;
+  maxBytesPerRecord?: number;
+  /** Resolve only after an fsync that covers these events. */
+  sync?: boolean;
+}
+
+const MAGIC = 0x3153fffe;
+const MAGIC_FIRST_BYTE = 0xfe;
+export const HEADER_BYTES = 28;
+const CRC_FROM = 12;
+const KIND_TEXT = 0;
+const KIND_JSON = 1;
+/** Largest payload a record may declare; keeps offsets and lengths inside u32 arithmetic. */
+const MAX_PAYLOAD = 0x7fff0000;
+/** Segment offsets are stored as u32 in ack files, so a segment never starts a record past 2^31. */
+const MAX_SEGMENT_BYTES = 1 << 30;
+const ACK_ENTRY_BYTES = 8;
+const DEFAULT_EVENTS_PER_RECORD = 1000;
+const DEFAULT_BYTES_PER_RECORD = 1 << 20;
+const RECOVERY_CHUNK = 1 << 20;
+const MIN_READ_CHUNK = 256 << 10;
+const SCRATCH_INITIAL_BYTES = 256 << 10;
+const SCRATCH_KEEP_BYTES = 8 << 20;
+
+// probe() results that are not a record length
+const SHORT = -1; // not enough bytes left for a header, or a plausible header whose record runs past the end
+const BAD = -2; // wrong magic, impossible fields or a checksum mismatch
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function segmentFileName(id: number): string {
+  return `${String(id).padStart(8, "0")}.seg`;
+}
+
+function ackFileName(id: number): string {
+  return `${String(id).padStart(8, "0")}.ack`;
+}
+
+/** Write len bytes of buf at position, or at the end for an append-mode fd (position null). */
+function writeFully(fd: number, buf: Uint8Array, len: number, position: number | null): void {
+  let done = 0;
+  while (done < len) done += fs.writeSync(fd, buf, done, len - done, position === null ? null : position + done);
+}
+
+function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+function fsyncDirAsync(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.open(dir, "r", (err, fd) => {
+      if (err) return reject(err);
+      fs.fsync(fd, (syncErr) => fs.close(fd, () => (syncErr ? reject(syncErr) : resolve())));
+    });
+  });
+}
+
+function unlinkIfExists(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+}
+
+/** One segment file and what the spool knows about it. */
+class Segment {
+  readonly file: string;
+  readonly ackFile: string;
+  fd: number | null = null;
+  ackFd: number | null = null;
+  /** Bytes that may be read: written so far (active) or the file size found by recovery. */
+  size = 0;
+  active = false;
+  /** A failed write may have left garbage at the tail: never append to this segment again. */
+  broken = false;
+  deleted = false;
+  liveRecords = 0;
+  liveEvents = 0;
+  liveBytes = 0;
+  /** Offsets of records acked in an earlier run (recovered segments only). */
+  acked: Set<number> | null = null;
+  /** Corrupt ranges found by recovery: start offset -> offset of the next valid record. */
+  skips: Map<number, number> | null = null;
+  pendingAcks: number[] = [];
+  /** Written since the last fsync: the fd must stay open until one covers it. */
+  needsSync = false;
+  /** fdatasync calls in flight on fd; the fd is closed only once they are done. */
+  syncing = 0;
+  closeWanted = false;
+
+  // Read window: a private buffer holding file bytes [winStart, winStart + winLen). Each refill
+  // allocates a new buffer, so payload views handed out earlier stay valid.
+  winBuf: Uint8Array | null = null;
+  winView: DataView | null = null;
+  winStart = 0;
+  winLen = 0;
+
+  constructor(readonly id: number, dir: string) {
+    this.file = path.join(dir, segmentFileName(id));
+    this.ackFile = path.join(dir, ackFileName(id));
+  }
+
+  get name(): string {
+    return segmentFileName(this.id);
+  }
+
+  openFd(): number {
+    this.closeWanted = false;
+    if (this.fd === null) this.fd = fs.openSync(this.file, "r");
+    return this.fd;
+  }
+
+  /** Close the data fd now, or once it is fsynced and no fsync is in flight on it. */
+  releaseFd(): void {
+    this.winBuf = null;
+    this.winView = null;
+    if (this.fd === null) return;
+    if (this.syncing > 0 || this.needsSync) {
+      this.closeWanted = true;
+      return;
+    }
+    const fd = this.fd;
+    this.fd = null;
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed: nothing to release
+    }
+  }
+
+  syncDone(): void {
+    this.syncing--;
+    if (this.syncing === 0 && this.closeWanted && !this.needsSync) this.releaseFd();
+  }
+
+  closeAckFd(): void {
+    if (this.ackFd === null) return;
+    try {
+      fs.closeSync(this.ackFd);
+    } catch {
+      // already closed
+    }
+    this.ackFd = null;
+  }
+
+  /** Make the window cover [pos, pos+len), reading about `chunk` bytes ahead. False if past the end. */
+  ensure(pos: number, len: number, chunk: number): boolean {
+    if (pos + len > this.size) return false;
+    if (this.winBuf !== null && pos >= this.winStart && pos + len <= this.winStart + this.winLen) return true;
+    const want = Math.max(len, Math.min(chunk, this.size - pos));
+    const buf = Buffer.allocUnsafeSlow(want);
+    const fd = this.openFd();
+    let got = 0;
+    while (got < want) {
+      const n = fs.readSync(fd, buf, got, want - got, pos + got);
+      if (n <= 0) break;
+      got += n;
+    }
+    this.winBuf = buf;
+    this.winView = new DataView(buf.buffer, buf.byteOffset, got);
+    this.winStart = pos;
+    this.winLen = got;
+    if (got < len) {
+      // The file is shorter than recorded (truncated behind our back): read no further than it is.
+      this.size = pos + got;
+      return false;
+    }
+    return true;
+  }
+
+  /** Length of the valid record at pos (window left covering it), or SHORT / BAD. */
+  probe(pos: number, chunk: number): number {
+    if (!this.ensure(pos, HEADER_BYTES, chunk)) return SHORT;
+    let view = this.winView!;
+    let o = pos - this.winStart;
+    if (view.getUint32(o, true) !== MAGIC) return BAD;
+    const payloadLen = view.getUint32(o + 4, true);
+    if (payloadLen > MAX_PAYLOAD || view.getUint8(o + 24) > KIND_JSON || view.getUint8(o + 25) !== 0) return BAD;
+    const total = HEADER_BYTES + view.getUint16(o + 26, true) + payloadLen;
+    if (!this.ensure(pos, total, chunk)) return SHORT;
+    view = this.winView!;
+    o = pos - this.winStart;
+    if (crc32(this.winBuf!.subarray(o + CRC_FROM, o + total)) !== view.getUint32(o + 8, true)) return BAD;
+    return total;
+  }
+
+  /** Offset of the next valid record at or after `from`, or size if there is none. */
+  resync(from: number, chunk: number): number {
+    let p = from;
+    while (p + HEADER_BYTES <= this.size) {
+      if (!this.ensure(p, 1, chunk)) break;
+      const idx = this.winBuf!.indexOf(MAGIC_FIRST_BYTE, p - this.winStart);
+      if (idx < 0 || idx >= this.winLen) {
+        p = this.winStart + this.winLen;
+        continue;
+      }
+      const candidate = this.winStart + idx;
+      if (this.probe(candidate, chunk) > 0) return candidate;
+      p = candidate + 1;
+    }
+    return this.size;
+  }
+}
+
+/** A record handed out by read() and not yet acked. */
+interface InFlight {
+  seg: Segment;
+  offset: number;
+  total: number;
+  count: number;
+  appendedAt: number;
+}
+
+/** One append() call still (partly) to be written. */
+interface AppendJob {
+  routeBytes: Uint8Array;
+  kindCode: number;
+  events: string[];
+  next: number;
+  maxEvents: number;
+  maxPayload: number;
+  sync: boolean;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface DurableWaiter {
+  seq: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+export class Spool {
+  private readonly dir: string;
+  private readonly maxBytes: number;
+  private readonly whenFull: "block" | "drop_oldest";
+  private readonly fsyncPolicy: "always" | "never" | number;
+  private readonly segmentBytes: number;
+  private readonly log: Logger;
+
+  /** Oldest first; the last one is the active (append) segment. */
+  private segments: Segment[] = [];
+  private active!: Segment;
+  private nextSegmentId = 1;
+
+  private totalEvents = 0;
+  private totalBytes = 0;
+  private droppedEvents = 0;
+  private closed = false;
+
+  // Read side
+  private cursorSeg: Segment | null = null;
+  private cursorPos = 0;
+  private readChunk = MIN_READ_CHUNK;
+  private nextId = 1;
+  private inFlight = new Map<number, InFlight>();
+  /** Handed out then released: read() returns these first, oldest first. */
+  private released: InFlight[] = [];
+  private dataWaiters: Array<() => void> = [];
+
+  // Append side
+  private scratch: Uint8Array = new Uint8Array(SCRATCH_INITIAL_BYTES);
+  private scratchView: DataView = new DataView(this.scratch.buffer);
+  private scratchLen = 0;
+  private routeCache = new Map<string, Uint8Array>();
+  private appendQueue: AppendJob[] = [];
+  private blockedSince = 0;
+
+  // Durability
+  private writeSeq = 0;
+  private durableSeq = 0;
+  private dirty = new Set<Segment>();
+  private dirDirty = false;
+  private durableWaiters: DurableWaiter[] = [];
+  private syncRunning: Promise<void> | null = null;
+  private syncAgain = false;
+  private syncTimer: ReturnType<typeof setTimeout> | null = null;
+
+  private unlinking = new Set<Promise<void>>();
+  private ackFlushScheduled = false;
+  private ackSegs = new Set<Segment>();
+
+  private constructor(opts: SpoolOptions) {
+    if (!(opts.maxBytes > 0)) throw new Error(`spool maxBytes must be positive, got ${opts.maxBytes}`);
+    this.dir = opts.dir;
+    this.maxBytes = opts.maxBytes;
+    this.whenFull = opts.whenFull;
+    this.fsyncPolicy = opts.fsync;
+    const seg = opts.segmentBytes ?? Math.min(16 << 20, Math.max(64 << 10, Math.floor(opts.maxBytes / 8)));
+    this.segmentBytes = Math.max(1, Math.min(seg, MAX_SEGMENT_BYTES));
+    this.log = opts.log;
+  }
+
+  /** Create the directory if needed, recover existing segments, start a fresh active segment. */
+  static async open(opts: SpoolOptions): Promise<Spool> {
+    const spool = new Spool(opts);
+    fs.mkdirSync(opts.dir, { recursive: true });
+    spool.recover();
+    spool.startSegment();
+    return spool;
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  private recover(): void {
+    const segIds: number[] = [];
+    const ackIds = new Set<number>();
+    for (const name of fs.readdirSync(this.dir)) {
+      const m = /^(\d{1,15})\.(seg|ack)$/.exec(name);
+      if (!m) continue;
+      const id = Number(m[1]);
+      if (m[2] === "seg") segIds.push(id);
+      else ackIds.add(id);
+      this.nextSegmentId = Math.max(this.nextSegmentId, id + 1);
+    }
+    segIds.sort((a, b) => a - b);
+    // An ack file without its segment is what a crash between the two unlinks leaves behind.
+    for (const id of ackIds) if (!segIds.includes(id)) unlinkIfExists(path.join(this.dir, ackFileName(id)));
+
+    let records = 0;
+    let skippedBytes = 0;
+    for (const id of segIds) {
+      const seg = new Segment(id, this.dir);
+      skippedBytes += this.recoverSegment(seg);
+      if (seg.liveRecords === 0) {
+        this.removeSegmentFiles(seg, false);
+        continue;
+      }
+      records += seg.liveRecords;
+      this.segments.push(seg);
+      this.totalEvents += seg.liveEvents;
+      this.totalBytes += seg.liveBytes;
+    }
+    if (segIds.length > 0) {
+      this.log.info("spool recovered", {
+        dir: this.dir, segments: this.segments.length, records, events: this.totalEvents,
+        bytes: this.totalBytes, skipped_bytes: skippedBytes,
+      });
+    }
+  }
+
+  /** Verify every record of a segment; returns the number of bytes skipped as torn or corrupt. */
+  private recoverSegment(seg: Segment): number {
+    const fd = seg.openFd();
+    seg.size = fs.fstatSync(fd).size;
+    const ackedBefore = this.readAckFile(seg);
+    const acked = new Set<number>();
+    let skipped = 0;
+    let pos = 0;
+    while (pos < seg.size) {
+      const total = seg.probe(pos, RECOVERY_CHUNK);
+      if (total > 0) {
+        if (ackedBefore.has(pos)) {
+          acked.add(pos);
+        } else {
+          const o = pos - seg.winStart;
+          seg.liveRecords++;
+          seg.liveEvents += seg.winView!.getUint32(o + 20, true);
+          seg.liveBytes += total;
+        }
+        pos += total;
+        continue;
+      }
+      const next = seg.resync(pos + 1, RECOVERY_CHUNK);
+      const atTail = next >= seg.size;
+      const what = !atTail
+        ? "corrupt record skipped"
+        : total === SHORT
+          ? "torn record at segment tail skipped (interrupted write)"
+          : "corrupt data at segment tail skipped";
+      this.log.warn(`spool: ${what}`, { segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos });
+      (seg.skips ??= new Map()).set(pos, next);
+      skipped += next - pos;
+      pos = next;
+    }
+    seg.acked = acked.size > 0 ? acked : null;
+    seg.releaseFd();
+    return skipped;
+  }
+
+  private readAckFile(seg: Segment): Set<number> {
+    const offsets = new Set<number>();
+    let data: Uint8Array;
+    try {
+      data = fs.readFileSync(seg.ackFile);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return offsets;
+      throw err;
+    }
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const whole = data.byteLength - (data.byteLength % ACK_ENTRY_BYTES);
+    // A torn last entry would misalign every entry appended after it.
+    if (whole !== data.byteLength) fs.truncateSync(seg.ackFile, whole);
+    for (let i = 0; i < whole; i += ACK_ENTRY_BYTES) {
+      const off = view.getUint32(i, true);
+      if ((~off >>> 0) === view.getUint32(i + 4, true)) offsets.add(off);
+    }
+    return offsets;
+  }
+
+  // ---------------------------------------------------------------- segments
+
+  private startSegment(): void {
+    const seg = new Segment(this.nextSegmentId++, this.dir);
+    // "wx+": a fresh file, never appended after whatever an earlier run left behind.
+    seg.fd = fs.openSync(seg.file, "wx+");
+    seg.active = true;
+    this.segments.push(seg);
+    this.active = seg;
+    this.dirDirty = true;
+    if (this.cursorSeg === null) {
+      this.cursorSeg = this.segments[0]!;
+      this.cursorPos = 0;
+    }
+  }
+
+  private roll(): void {
+    const old = this.active;
+    this.startSegment(); // first: if it fails, the old segment stays the active one
+    old.active = false;
+    if (old.liveRecords === 0) this.deleteSegment(old);
+  }
+
+  private deleteSegment(seg: Segment): void {
+    if (seg.deleted) return;
+    seg.deleted = true;
+    const i = this.segments.indexOf(seg);
+    if (i >= 0) this.segments.splice(i, 1);
+    this.totalEvents -= seg.liveEvents;
+    this.totalBytes -= seg.liveBytes;
+    seg.liveRecords = seg.liveEvents = seg.liveBytes = 0;
+    if (this.cursorSeg === seg) {
+      this.cursorSeg = this.segments[i] ?? this.active;
+      this.cursorPos = 0;
+    }
+    this.dirty.delete(seg);
+    seg.needsSync = false;
+    this.ackSegs.delete(seg);
+    seg.pendingAcks = [];
+    seg.releaseFd();
+    seg.closeAckFd();
+    this.removeSegmentFiles(seg);
+  }
+
+  /**
+   * Unlink a segment and its ack file. The segment goes first: a crash in between leaves an
+   * orphan ack file, which open() removes. At run time the unlinks run off the event loop
+   * (dropping a 16 MiB file from the page cache takes milliseconds); a crash before they finish
+   * only re-delivers the segment's records whose acks were not yet in its ack file.
+   */
+  private removeSegmentFiles(seg: Segment, background = true): void {
+    const failed = (err: unknown) =>
+      this.log.error("spool: cannot delete segment", { segment: seg.name, dir: this.dir, error: errorMessage(err) });
+    if (!background) {
+      try {
+        unlinkIfExists(seg.file);
+        unlinkIfExists(seg.ackFile);
+      } catch (err) {
+        failed(err);
+      }
+      return;
+    }
+    const unlink = (file: string) => new Promise<void>((resolve, reject) =>
+      fs.unlink(file, (err) => (err && err.code !== "ENOENT" ? reject(err) : resolve())));
+    const p: Promise<void> = unlink(seg.file)
+      .then(() => unlink(seg.ackFile))
+      .catch(failed)
+      .finally(() => this.unlinking.delete(p));
+    this.unlinking.add(p);
+  }
+
+  // ---------------------------------------------------------------- append
+
+  append(route: string, kind: "text" | "json", events: string[], opts?: AppendOptions): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("spool is closed"));
+    if (events.length === 0) return Promise.resolve();
+    let routeBytes = this.routeCache.get(route);
+    if (routeBytes === undefined) {
+      routeBytes = encoder.encode(route);
+      if (routeBytes.length > 0xffff) return Promise.reject(new Error(`spool route key too long (${routeBytes.length} bytes)`));
+      if (this.routeCache.size >= 1024) this.routeCache.clear();
+      this.routeCache.set(route, routeBytes);
+    }
+    return new Promise<void>((resolve, reject) => {
+      const job: AppendJob = {
+        routeBytes,
+        kindCode: kind === "json" ? KIND_JSON : KIND_TEXT,
+        events,
+        next: 0,
+        maxEvents: Math.max(1, opts?.maxEventsPerRecord ?? DEFAULT_EVENTS_PER_RECORD),
+        maxPayload: Math.max(1, opts?.maxBytesPerRecord ?? DEFAULT_BYTES_PER_RECORD),
+        sync: opts?.sync === true,
+        resolve,
+        reject,
+      };
+      // Appends queue behind a blocked one, so waiting writers are served in order.
+      if (this.appendQueue.length > 0) {
+        this.appendQueue.push(job);
+        return;
+      }
+      let done: boolean;
+      try {
+        done = this.pump(job);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      if (done) this.finishJob(job);
+      else this.block(job);
+    });
+  }
+
+  /** Write as many of the job's records as fit now; true when all are written. */
+  private pump(job: AppendJob): boolean {
+    while (job.next < job.events.length) {
+      const end = this.encodeRecord(job);
+      const len = this.scratchLen;
+      if (this.totalBytes > 0 && this.totalBytes + len > this.maxBytes) {
+        if (this.whenFull === "block") return false;
+        this.dropOldestUntilFits(len);
+      }
+      this.writeRecord(len, end - job.next);
+      job.next = end;
+    }
+    // One huge event must not pin a huge scratch buffer for the life of the process.
+    if (this.scratch.length > SCRATCH_KEEP_BYTES) this.setScratch(new Uint8Array(SCRATCH_INITIAL_BYTES));
+    return true;
+  }
+
+  private finishJob(job: AppendJob): void {
+    if (job.sync || this.fsyncPolicy === "always") {
+      this.waitDurable(this.writeSeq, true).then(job.resolve, job.reject);
+    } else {
+      job.resolve();
+    }
+  }
+
+  private block(job: AppendJob): void {
+    this.appendQueue.push(job);
+    if (this.blockedSince === 0) {
+      this.blockedSince = Date.now();
+      this.log.warn("spool full: appends wait for deliveries to free space", {
+        dir: this.dir, bytes: this.totalBytes, max_bytes: this.maxBytes,
+      });
+    }
+  }
+
+  /** Run queued appends in order while space allows. */
+  private pumpQueue(): void {
+    while (this.appendQueue.length > 0) {
+      const job = this.appendQueue[0]!;
+      let done: boolean;
+      try {
+        done = this.pump(job);
+      } catch (err) {
+        this.appendQueue.shift();
+        job.reject(err);
+        continue;
+      }
+      if (!done) return;
+      this.appendQueue.shift();
+      this.finishJob(job);
+    }
+    if (this.blockedSince !== 0) {
+      this.log.info("spool has space again: appends resumed", { dir: this.dir, waited_ms: Date.now() - this.blockedSince });
+      this.blockedSince = 0;
+    }
+  }
+
+  /**
+   * Encode the job's next record into the scratch buffer (length in scratchLen); returns the
+   * index after its last event.
+   */
+  private encodeRecord(job: AppendJob): number {
+    const { events, next: start } = job;
+    let end = Math.min(events.length, start + job.maxEvents);
+    let chars = 0;
+    for (let i = start; i < end; i++) chars += events[i]!.length + 1;
+    // UTF-8 needs at most 3 bytes per UTF-16 unit: only measure exactly when that could exceed the cap.
+    if (chars * 3 > job.maxPayload && end - start > 1) {
+      let bytes = 0;
+      let i = start;
+      for (; i < end; i++) {
+        const b = Buffer.byteLength(events[i]!, "utf8") + 1;
+        if (i > start && bytes + b > job.maxPayload) break;
+        bytes += b;
+      }
+      end = i;
+      chars = 0;
+      for (let j = start; j < end; j++) chars += events[j]!.length + 1;
+    }
+    const text = start === 0 && end === events.length ? events.join("\n") : events.slice(start, end).join("\n");
+    const routeLen = job.routeBytes.length;
+    const payloadAt = HEADER_BYTES + routeLen;
+    this.ensureScratch(payloadAt + chars * 3);
+    const scratch = this.scratch;
+    const { written } = encoder.encodeInto(text, scratch.subarray(payloadAt));
+    scratch[payloadAt + written!] = 0x0a;
+    const payloadLen = written! + 1;
+    if (payloadLen > MAX_PAYLOAD) throw new Error(`spool record too large (${payloadLen} bytes)`);
+    const total = payloadAt + payloadLen;
+    scratch.set(job.routeBytes, HEADER_BYTES);
+    const v = this.scratchView;
+    v.setUint32(0, MAGIC, true);
+    v.setUint32(4, payloadLen, true);
+    v.setFloat64(12, Date.now(), true);
+    v.setUint32(20, end - start, true);
+    v.setUint8(24, job.kindCode);
+    v.setUint8(25, 0);
+    v.setUint16(26, routeLen, true);
+    v.setUint32(8, crc32(scratch.subarray(CRC_FROM, total)), true);
+    this.scratchLen = total;
+    return end;
+  }
+
+  private ensureScratch(len: number): void {
+    if (this.scratch.length >= len) return;
+    let size = this.scratch.length;
+    while (size < len) size *= 2;
+    this.setScratch(new Uint8Array(size));
+  }
+
+  private setScratch(buf: Uint8Array): void {
+    this.scratch = buf;
+    this.scratchView = new DataView(buf.buffer);
+  }
+
+  private writeRecord(len: number, count: number): void {
+    let seg = this.active;
+    if (seg.broken || (seg.size > 0 && seg.size + len > this.segmentBytes)) {
+      this.roll();
+      seg = this.active;
+    }
+    try {
+      writeFully(seg.fd!, this.scratch, len, seg.size);
+    } catch (err) {
+      // Part of the record may be on disk: keep it out of the valid range and never append after it.
+      seg.broken = true;
+      try {
+        fs.ftruncateSync(seg.fd!, seg.size);
+      } catch {
+        // recovery will find and skip the torn bytes
+      }
+      throw err;
+    }
+    seg.size += len;
+    seg.liveRecords++;
+    seg.liveEvents += count;
+    seg.liveBytes += len;
+    this.totalEvents += count;
+    this.totalBytes += len;
+    this.writeSeq++;
+    seg.needsSync = true;
+    this.dirty.add(seg);
+    this.scheduleTimedSync();
+    if (this.dataWaiters.length > 0) this.wakeReaders();
+  }
+
+  private dropOldestUntilFits(len: number): void {
+    while (this.totalBytes > 0 && this.totalBytes + len > this.maxBytes) {
+      const oldest = this.segments[0]!;
+      if (oldest === this.active) this.roll();
+      if (oldest.deleted) continue; // roll() deleted it: it held nothing unacked
+      // Records already handed out are being delivered: they are not counted as dropped, and
+      // their late acks are ignored.
+      let inFlightEvents = 0;
+      for (const r of this.inFlight.values()) if (r.seg === oldest) inFlightEvents += r.count;
+      this.released = this.released.filter((r) => r.seg !== oldest);
+      const dropped = oldest.liveEvents - inFlightEvents;
+      this.droppedEvents += dropped;
+      this.log.warn("spool full: dropped oldest events", {
+        dir: this.dir, segment: oldest.name, events: dropped, bytes: oldest.liveBytes,
+      });
+      this.deleteSegment(oldest);
+    }
+  }
+
+  // ---------------------------------------------------------------- durability
+
+  /** Interval policy: one fsync at most `fsync` ms after a write (group commit). */
+  private scheduleTimedSync(): void {
+    if (typeof this.fsyncPolicy !== "number" || this.syncTimer !== null || this.closed) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      this.requestSync();
+    }, this.fsyncPolicy);
+  }
+
+  whenDurable(): Promise<void> {
+    if (this.fsyncPolicy === "never" || this.durableSeq >= this.writeSeq) return Promise.resolve();
+    return this.waitDurable(this.writeSeq, this.fsyncPolicy === "always");
+  }
+
+  sync(): Promise<void> {
+    if (this.durableSeq >= this.writeSeq && this.dirty.size === 0 && !this.dirDirty) {
+      return this.syncRunning ?? Promise.resolve();
+    }
+    return this.waitDurable(this.writeSeq, true);
+  }
+
+  /**
+   * Resolve once writes up to seq are fsynced. `start` begins an fsync now (covering every dirty
+   * file) instead of waiting for the interval timer.
+   */
+  private waitDurable(seq: number, start: boolean): Promise<void> {
+    const covered = this.durableSeq >= seq && (!start || (this.dirty.size === 0 && !this.dirDirty));
+    if (covered) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => {
+      this.durableWaiters.push({ seq, resolve, reject });
+    });
+    if (start) this.requestSync();
+    return p;
+  }
+
+  private requestSync(): void {
+    if (this.syncRunning) {
+      this.syncAgain = true;
+      return;
+    }
+    this.syncRunning = this.runSyncs().finally(() => {
+      this.syncRunning = null;
+    });
+  }
+
+  private async runSyncs(): Promise<void> {
+    do {
+      this.syncAgain = false;
+      const target = this.writeSeq;
+      const segs = [...this.dirty];
+      this.dirty.clear();
+      for (const seg of segs) seg.needsSync = false;
+      const syncDir = this.dirDirty;
+      this.dirDirty = false;
+      let failure: unknown = null;
+      await Promise.all(segs.map(async (seg) => {
+        if (seg.fd === null) return;
+        seg.syncing++;
+        try {
+          await fdatasyncAsync(seg.fd);
+        } catch (err) {
+          failure ??= err;
+          if (!seg.deleted) {
+            seg.needsSync = true;
+            this.dirty.add(seg);
+          }
+        } finally {
+          seg.syncDone();
+        }
+      }));
+      if (syncDir) {
+        try {
+          await fsyncDirAsync(this.dir);
+        } catch (err) {
+          failure ??= err;
+          this.dirDirty = true;
+        }
+      }
+      const settled: DurableWaiter[] = [];
+      this.durableWaiters = this.durableWaiters.filter((w) => (w.seq <= target ? (settled.push(w), false) : true));
+      if (failure) {
+        this.log.error("spool fsync failed", { dir: this.dir, error: errorMessage(failure) });
+        for (const w of settled) w.reject(failure);
+        this.scheduleTimedSync();
+      } else {
+        if (target > this.durableSeq) this.durableSeq = target;
+        for (const w of settled) w.resolve();
+      }
+      // Only explicit requests loop; interval waiters are covered by the next timer run.
+    } while (this.syncAgain);
+  }
+
+  // ---------------------------------------------------------------- read
+
+  read(maxBytes: number): SpoolRecord[] {
+    const out: SpoolRecord[] = [];
+    if (this.closed) return out;
+    let bytes = 0;
+    while (this.released.length > 0) {
+      const r = this.released[0]!;
+      const payloadLen = this.payloadLengthOf(r);
+      if (out.length > 0 && bytes + payloadLen > maxBytes) return out;
+      this.released.shift();
+      const rec = this.handOut(r.seg, r.offset, r.total);
+      if (rec) {
+        out.push(rec);
+        bytes += rec.payload.length;
+      }
+    }
+    this.readChunk = Math.max(MIN_READ_CHUNK, Math.min(maxBytes, 64 << 20) + (64 << 10));
+    for (;;) {
+      const total = this.locateNext();
+      if (total <= 0) break;
+      const seg = this.cursorSeg!;
+      const o = this.cursorPos - seg.winStart;
+      const payloadLen = seg.winView!.getUint32(o + 4, true);
+      if (out.length > 0 && bytes + payloadLen > maxBytes) break;
+      out.push(this.recordFromWindow(seg, this.cursorPos, total));
+      bytes += payloadLen;
+      this.cursorPos += total;
+    }
+    return out;
+  }
+
+  private payloadLengthOf(r: InFlight): number {
+    if (r.seg.deleted || !r.seg.ensure(r.offset, HEADER_BYTES, HEADER_BYTES)) return 0;
+    return r.seg.winView!.getUint32(r.offset - r.seg.winStart + 4, true);
+  }
+
+  /** Re-read a released record; null if it no longer verifies. */
+  private handOut(seg: Segment, offset: number, total: number): SpoolRecord | null {
+    if (seg.deleted) return null;
+    if (seg.probe(offset, total) !== total) {
+      this.log.error("spool: record failed verification on re-read, skipped", { segment: seg.name, offset });
+      return null;
+    }
+    return this.recordFromWindow(seg, offset, total);
+  }
+
+  private recordFromWindow(seg: Segment, offset: number, total: number): SpoolRecord {
+    const buf = seg.winBuf!;
+    const view = seg.winView!;
+    const o = offset - seg.winStart;
+    const routeLen = view.getUint16(o + 26, true);
+    const count = view.getUint32(o + 20, true);
+    const appendedAt = view.getFloat64(o + 12, true);
+    const id = this.nextId++;
+    this.inFlight.set(id, { seg, offset, total, count, appendedAt });
+    return {
+      id,
+      route: decoder.decode(buf.subarray(o + HEADER_BYTES, o + HEADER_BYTES + routeLen)),
+      kind: view.getUint8(o + 24) === KIND_JSON ? "json" : "text",
+      count,
+      payload: buf.subarray(o + HEADER_BYTES + routeLen, o + total),
+      appendedAt,
+    };
+  }
+
+  /**
+   * Move the cursor to the next unread, unacked, valid record; returns its length with the
+   * segment window covering it, or 0 if there is none yet.
+   */
+  private locateNext(): number {
+    for (;;) {
+      const seg = this.cursorSeg;
+      if (seg === null || seg.deleted) return 0;
+      const pos = this.cursorPos;
+      if (pos >= seg.size) {
+        if (seg.active) return 0;
+        const next = this.segments[this.segments.indexOf(seg) + 1];
+        if (next === undefined) return 0;
+        seg.releaseFd();
+        this.cursorSeg = next;
+        this.cursorPos = 0;
+        continue;
+      }
+      const skipTo = seg.skips?.get(pos);
+      if (skipTo !== undefined) {
+        this.cursorPos = skipTo;
+        continue;
+      }
+      const total = seg.probe(pos, this.readChunk);
+      if (total <= 0) {
+        // Verified when written or recovered, so this is damage done since: skip it like recovery would.
+        const next = seg.resync(pos + 1, this.readChunk);
+        this.log.error("spool: record failed verification on read, skipped", {
+          segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos,
+        });
+        (seg.skips ??= new Map()).set(pos, next);
+        this.cursorPos = next;
+        continue;
+      }
+      if (seg.acked?.has(pos)) {
+        this.cursorPos = pos + total;
+        continue;
+      }
+      return total;
+    }
+  }
+
+  private hasUnread(): boolean {
+    return this.released.length > 0 || this.locateNext() > 0;
+  }
+
+  waitForData(signal?: AbortSignal): Promise<void> {
+    if (this.closed || signal?.aborted || this.hasUnread()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        signal?.removeEventListener("abort", done);
+        const i = this.dataWaiters.indexOf(done);
+        if (i >= 0) this.dataWaiters.splice(i, 1);
+        resolve();
+      };
+      this.dataWaiters.push(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  private wakeReaders(): void {
+    const waiters = this.dataWaiters;
+    this.dataWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  // ---------------------------------------------------------------- ack / release
+
+  ack(id: number): void {
+    const r = this.inFlight.get(id);
+    if (r === undefined) return;
+    this.inFlight.delete(id);
+    const seg = r.seg;
+    if (seg.deleted) return;
+    seg.liveRecords--;
+    seg.liveEvents -= r.count;
+    seg.liveBytes -= r.total;
+    this.totalEvents -= r.count;
+    this.totalBytes -= r.total;
+    if (seg.liveRecords === 0 && !seg.active) {
+      this.deleteSegment(seg);
+    } else {
+      seg.pendingAcks.push(r.offset);
+      this.ackSegs.add(seg);
+      if (!this.ackFlushScheduled) {
+        this.ackFlushScheduled = true;
+        queueMicrotask(() => this.flushAcks());
+      }
+    }
+    if (this.appendQueue.length > 0) this.pumpQueue();
+  }
+
+  private flushAcks(): void {
+    this.ackFlushScheduled = false;
+    for (const seg of this.ackSegs) {
+      const offsets = seg.pendingAcks;
+      seg.pendingAcks = [];
+      if (seg.deleted || offsets.length === 0) continue;
+      const buf = new Uint8Array(offsets.length * ACK_ENTRY_BYTES);
+      const view = new DataView(buf.buffer);
+      for (let i = 0; i < offsets.length; i++) {
+        view.setUint32(i * ACK_ENTRY_BYTES, offsets[i]!, true);
+        view.setUint32(i * ACK_ENTRY_BYTES + 4, ~offsets[i]! >>> 0, true);
+      }
+      try {
+        seg.ackFd ??= fs.openSync(seg.ackFile, "a");
+        writeFully(seg.ackFd, buf, buf.length, null);
+      } catch (err) {
+        // Only costs a re-delivery after a crash.
+        this.log.warn("spool: cannot record acks", { segment: seg.name, error: errorMessage(err) });
+      }
+    }
+    this.ackSegs.clear();
+  }
+
+  release(ids: number[]): void {
+    let any = false;
+    for (const id of ids) {
+      const r = this.inFlight.get(id);
+      if (r === undefined) continue;
+      this.inFlight.delete(id);
+      if (r.seg.deleted) continue;
+      this.released.push(r);
+      any = true;
+    }
+    if (!any) return;
+    this.released.sort((a, b) => a.seg.id - b.seg.id || a.offset - b.offset);
+    if (this.dataWaiters.length > 0) this.wakeReaders();
+  }
+
+  // ---------------------------------------------------------------- stats / close
+
+  stats(): SpoolStats {
+    let oldest = Infinity;
+    if (this.totalEvents > 0 && !this.closed) {
+      for (const r of this.inFlight.values()) if (!r.seg.deleted && r.appendedAt < oldest) oldest = r.appendedAt;
+      for (const r of this.released) if (r.appendedAt < oldest) oldest = r.appendedAt;
+      const total = this.locateNext();
+      if (total > 0) {
+        const seg = this.cursorSeg!;
+        const at = seg.winView!.getFloat64(this.cursorPos - seg.winStart + 12, true);
+        if (at < oldest) oldest = at;
+      }
+    }
+    const age = oldest === Infinity ? 0 : Math.max(0, Math.round(Date.now() - oldest) / 1000);
+    return {
+      events: this.totalEvents,
+      bytes: this.totalBytes,
+      max_bytes: this.maxBytes,
+      oldest_event_age_s: age,
+      dropped: this.droppedEvents,
+      blocked: this.appendQueue.length > 0,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.syncTimer !== null) {
+      clearTimeout(this.syncTimer);
+      this.syncTimer = null;
+    }
+    const err = new Error("spool is closed");
+    for (const job of this.appendQueue.splice(0)) job.reject(err);
+    this.blockedSince = 0;
+    this.wakeReaders();
+    this.flushAcks();
+    try {
+      await this.waitDurable(this.writeSeq, true);
+    } finally {
+      if (this.syncRunning) await this.syncRunning.catch(() => {});
+      for (const seg of this.segments) {
+        seg.needsSync = false; // a failed final fsync was reported; do not leak the fd for it
+        seg.releaseFd();
+        seg.closeAckFd();
+        if (seg.active && seg.size === 0) this.removeSegmentFiles(seg);
+      }
+      await Promise.all([...this.unlinking]);
+      this.inFlight.clear();
+      this.released = [];
+    }
+  }
+}

@@ -1,0 +1,39 @@
+// The `file` input: tails log files named by paths and globs, surviving rename and
+// copytruncate rotation and restarts (checkpoints by content fingerprint).
+import { z } from "zod";
+import { defineInput } from "../../agent/plugin.ts";
+import { duration, size } from "../../agent/units.ts";
+import { FileTailer } from "./tailer.ts";
+import type { FileInputState } from "./tailer.ts";
+
+const options = z.object({
+  paths: z.array(z.string().min(1)).min(1)
+    .describe("Files to follow: paths or globs (*, ?, [...], ** and {a,b}); relative ones are relative to the agent's working directory."),
+  exclude: z.array(z.string().min(1)).default([])
+    .describe("Globs of files not to follow; a pattern without \"/\" is matched against the file name (e.g. \"*.gz\")."),
+  start_at: z.enum(["beginning", "end"]).default("beginning")
+    .describe("Where to start in a file found at startup that has no checkpoint; files appearing later are always read from the beginning."),
+  format: z.enum(["text", "json"]).default("text")
+    .describe("text: each line is a text event; json: each line is a JSON object event (a line that is not is sent as {\"message\", \"parse_error\"})."),
+  glob_interval: duration().prefault("1s").describe("How often the globs are listed again to find new, renamed and deleted files."),
+  poll_interval: duration().prefault("250ms").describe("How often files are checked for new data when none arrived."),
+  max_line_bytes: size().prefault("1MiB").describe("Longest line kept whole; a longer one is cut into pieces of this size (counted in status as split_lines)."),
+  read_bytes: size().prefault("1MiB").describe("Most bytes read from one file in one turn, so busy files cannot starve the others."),
+  close_inactive: duration().prefault("5m")
+    .describe("Close a file that has not grown for this long (it is reopened when it grows); a file renamed away is read until it is idle this long."),
+}).strict();
+
+export default defineInput({
+  type: "file",
+  description: "Tail log files (paths and globs), surviving rotation and restarts",
+  options,
+  create(opts, ctx) {
+    const tailer = new FileTailer(
+      { ...opts, max_line_bytes: Math.max(1, opts.max_line_bytes), read_bytes: Math.max(1024, opts.read_bytes) },
+      ctx,
+    );
+    return { run: () => tailer.run() };
+  },
+});
+
+export type { FileInputState };

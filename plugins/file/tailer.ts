@@ -1,0 +1,580 @@
+// Following a set of files named by globs. One loop serves every file: it lists the globs
+// every glob_interval, then reads each file that grew, at most read_bytes per file per
+// round (round-robin, so one busy file cannot starve the others), and sleeps poll_interval
+// when nothing grew. Files are held open by descriptor, so a renamed or deleted file is
+// still read to its end.
+//
+// Delivery: lines read from several files are handed to the spool in one batch; a file's
+// offset counts as taken only once its batch is in the spool, and the checkpoint (which the
+// core saves once those events are durable) holds only taken offsets.
+import { open, stat } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import type { InputContext } from "../../agent/plugin.ts";
+import { expandGlobs } from "../../agent/helpers/glob.ts";
+import { sleep } from "../../agent/helpers/backoff.ts";
+import { LineSplitter, toJsonEvents } from "./lines.ts";
+import {
+  checkpointKey, FINGERPRINT_BYTES, fingerprintOf, headMatches, parseCheckpointKey, readHead,
+} from "./identity.ts";
+import type { Fingerprint } from "./identity.ts";
+
+export interface TailOptions {
+  paths: string[];
+  exclude: string[];
+  start_at: "beginning" | "end";
+  format: "text" | "json";
+  glob_interval: number;
+  poll_interval: number;
+  max_line_bytes: number;
+  read_bytes: number;
+  close_inactive: number;
+}
+
+/** What is saved per file: where reading resumes, and how to recognise the file. */
+export interface FileCheckpoint {
+  path: string;
+  offset: number;
+  dev: number;
+  ino: number;
+  size: number;
+}
+
+/** The input's checkpoint, keyed by content fingerprint ("<hash>:<len>"). */
+export interface FileInputState {
+  files: Record<string, FileCheckpoint>;
+}
+
+/** A file we stopped following (or knew before a restart), kept to recognise a copy of it. */
+interface Known {
+  fp: Fingerprint;
+  offset: number;
+  dev: number;
+  ino: number;
+  path: string;
+  /** When to forget it (ms since epoch). */
+  until: number;
+}
+
+/** How long a file we stopped following is remembered, to recognise a copy made by copytruncate. */
+const REMEMBER_MS = 10 * 60_000;
+const REMEMBER_MAX = 1000;
+/** start_at = "end" looks this far back for the last complete line, so a line being written is read whole. */
+const TAIL_LOOKBACK = 64 * 1024;
+const NL = 10;
+
+/** A file-system failure while reading one file: it affects that file only. */
+class ReadFailure extends Error {}
+
+async function fsop<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    throw new ReadFailure(err instanceof Error ? err.message : String(err));
+  }
+}
+
+function messageOf(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
+}
+
+const idOf = (dev: number, ino: number) => `${dev}:${ino}`;
+
+class Tracked {
+  fh: FileHandle | null;
+  path: string;
+  readonly dev: number;
+  readonly ino: number;
+  fp: Fingerprint;
+  /** Next byte to read. */
+  readPos: number;
+  /** End of the last line the spool has taken: where a restart resumes. */
+  committed: number;
+  /** Size at the last fstat; reads go up to it before stat is asked again. */
+  knownSize: number;
+  mtimeMs: number;
+  nlink = 1;
+  /** Size and mtime when the fingerprint was last checked. */
+  verifiedSize = -1;
+  verifiedMtime = -1;
+  lastActivity: number;
+  /** No glob matches it any more (renamed away or deleted): read to its end, then close. */
+  orphaned = false;
+  readonly splitter: LineSplitter;
+
+  constructor(fh: FileHandle, path: string, st: { dev: number; ino: number; size: number; mtimeMs: number },
+    fp: Fingerprint, start: number, maxLineBytes: number, now: number) {
+    this.fh = fh;
+    this.path = path;
+    this.dev = st.dev;
+    this.ino = st.ino;
+    this.fp = fp;
+    this.readPos = start;
+    this.committed = start;
+    this.knownSize = st.size;
+    this.mtimeMs = st.mtimeMs;
+    this.lastActivity = now;
+    this.splitter = new LineSplitter(maxLineBytes);
+  }
+
+  get id(): string {
+    return idOf(this.dev, this.ino);
+  }
+
+  /** End of the last complete line read (bytes after it are an unfinished line). */
+  get offset(): number {
+    return this.readPos - this.splitter.pendingBytes;
+  }
+}
+
+/** Reads a saved state leniently: a damaged entry is skipped (that file is then treated as new). */
+export function parseState(raw: unknown): Known[] {
+  const out: Known[] = [];
+  const files = (raw as FileInputState | undefined)?.files;
+  if (typeof files !== "object" || files === null) return out;
+  for (const [key, v] of Object.entries(files)) {
+    const fp = parseCheckpointKey(key);
+    if (!fp || typeof v !== "object" || v === null) continue;
+    const { path, offset, dev, ino } = v as FileCheckpoint;
+    if (typeof path !== "string" || ![offset, dev, ino].every((n) => Number.isSafeInteger(n) && n >= 0)) continue;
+    out.push({ fp, offset, dev, ino, path, until: 0 });
+  }
+  return out;
+}
+
+export class FileTailer {
+  private readonly files = new Map<string, Tracked>();
+  /** Entries of the loaded checkpoint not yet matched to a file (only until the first scan ends). */
+  private saved: Known[] = [];
+  /** Files no longer followed, remembered for a while to recognise copies of them. */
+  private remembered: Known[] = [];
+  private firstScan = true;
+  private readonly buf: Uint8Array;
+  private batch: string[] = [];
+  private batchBytes = 0;
+  /** Per file in the batch: its offset once the batch is taken. */
+  private batchOffsets: Array<[Tracked, number]> = [];
+  private checkpointing: Promise<void> | null = null;
+  private checkpointDirty = false;
+  /** The last state handed to ctx.checkpoint, as JSON, so an unchanged state is not saved again on stop. */
+  private lastCheckpoint = "";
+  /** Paths that failed to open, with the error, so each failure is reported once. */
+  private readonly failedPaths = new Map<string, string>();
+  private splitLinesBase = 0;
+
+  constructor(private readonly opts: TailOptions, private readonly ctx: InputContext<FileInputState>) {
+    this.buf = new Uint8Array(opts.read_bytes);
+  }
+
+  async run(): Promise<void> {
+    const signal = this.ctx.signal;
+    this.saved = parseState(await this.ctx.loadState());
+    let nextScan = 0;
+    try {
+      while (!signal.aborted) {
+        if (Date.now() >= nextScan) {
+          await this.scan();
+          nextScan = Date.now() + this.opts.glob_interval;
+        }
+        const progressed = await this.readRound();
+        if (!progressed && !signal.aborted) {
+          await sleep(Math.max(1, Math.min(this.opts.poll_interval, nextScan - Date.now())), signal);
+        }
+      }
+    } finally {
+      await this.shutdown();
+    }
+  }
+
+  // ---- discovery -------------------------------------------------------------------------
+
+  private async scan(): Promise<void> {
+    const now = Date.now();
+    const paths = await expandGlobs(this.opts.paths, this.opts.exclude);
+    const seen = new Set<string>();
+    const fresh: string[] = [];
+    for (const path of paths) {
+      let st;
+      try {
+        st = await stat(path);
+      } catch {
+        continue; // gone since the glob listed it
+      }
+      const id = idOf(st.dev, st.ino);
+      if (seen.has(id)) continue; // another name (hard link, symlink) of a file already seen
+      seen.add(id);
+      const f = this.files.get(id);
+      if (!f) {
+        fresh.push(path);
+        continue;
+      }
+      if (f.path !== path) {
+        this.ctx.log.info("file renamed", { from: f.path, to: path });
+        f.path = path;
+        this.checkpointSoon();
+      }
+      f.orphaned = false;
+      if (f.fh === null) {
+        if (st.size !== f.committed || st.mtimeMs !== f.mtimeMs) await this.reopen(f, now);
+      } else if (st.size !== f.verifiedSize || st.mtimeMs !== f.verifiedMtime) {
+        await this.verify(f, st.size, st.mtimeMs);
+      }
+    }
+    for (const [id, f] of this.files) {
+      if (seen.has(id) || f.orphaned) continue;
+      if (f.fh === null) {
+        this.files.delete(id);
+        this.splitLinesBase += f.splitter.splitLines;
+        this.remember(f, now);
+        this.checkpointSoon();
+      } else {
+        f.orphaned = true;
+        f.lastActivity = now;
+        this.ctx.log.info("file renamed away or deleted; reading it to its end", { path: f.path });
+      }
+    }
+    if (fresh.length > 0) await this.adopt(fresh, now);
+    if (this.firstScan) {
+      this.firstScan = false;
+      for (const k of this.saved) if (k.fp.len === FINGERPRINT_BYTES) this.remembered.push({ ...k, until: now + REMEMBER_MS });
+      this.saved = [];
+    }
+    this.remembered = this.remembered.filter((k) => k.until > now).slice(-REMEMBER_MAX);
+    this.updateDetail();
+  }
+
+  /** Starts following newly found files: resumed from the checkpoint, as a copy of a known file, or new. */
+  private async adopt(paths: string[], now: number): Promise<void> {
+    interface Candidate {
+      path: string;
+      fh: FileHandle;
+      st: { dev: number; ino: number; size: number; mtimeMs: number };
+      head: Uint8Array;
+      fp: Fingerprint;
+      start?: number;
+    }
+    const found: Candidate[] = [];
+    const checkpointedPaths = new Set(this.saved.map((k) => k.path));
+    for (const path of paths) {
+      let fh: FileHandle;
+      try {
+        fh = await open(path, "r");
+      } catch (err) {
+        this.openFailed(path, err);
+        continue;
+      }
+      try {
+        const st = await fh.stat();
+        const id = idOf(st.dev, st.ino);
+        if (!st.isFile() || this.files.has(id) || found.some((c) => idOf(c.st.dev, c.st.ino) === id)) {
+          await fh.close();
+          continue;
+        }
+        const head = await readHead(fh);
+        found.push({ path, fh, st, head, fp: fingerprintOf(head) });
+        this.failedPaths.delete(path);
+      } catch (err) {
+        await fh.close().catch(() => {});
+        this.openFailed(path, err);
+      }
+    }
+
+    // The same file as before a restart: same inode and still the same first bytes.
+    for (const c of found) {
+      const i = this.saved.findIndex((k) => k.dev === c.st.dev && k.ino === c.st.ino && headMatches(c.head, k.fp));
+      if (i < 0) continue;
+      const k = this.saved.splice(i, 1)[0]!;
+      if (k.offset <= c.st.size) c.start = k.offset;
+      else {
+        c.start = 0;
+        this.ctx.log.info("file is shorter than its checkpoint (truncated); reading it from the start", { path: c.path });
+      }
+    }
+    // A copy of a file we know (copytruncate's copy, a file moved across file systems):
+    // the same first FINGERPRINT_BYTES, so it holds what was already read up to that offset.
+    for (const c of found) {
+      if (c.start !== undefined || c.fp.len < FINGERPRINT_BYTES) continue;
+      const sameContent = (k: { fp: Fingerprint; offset: number }) =>
+        k.fp.len === c.fp.len && k.fp.hash === c.fp.hash && k.offset <= c.st.size;
+      const savedIdx = this.saved.findIndex(sameContent);
+      const known = savedIdx >= 0 ? this.saved.splice(savedIdx, 1)[0]! : this.remembered.find(sameContent);
+      const live = known ? undefined : [...this.files.values()].find((f) => sameContent({ fp: f.fp, offset: f.committed }));
+      const offset = known?.offset ?? live?.committed;
+      if (offset !== undefined) {
+        c.start = offset;
+        this.ctx.log.info("file has the content of a known file; reading it from that file's offset", { path: c.path, offset });
+      }
+    }
+    for (const c of found) {
+      // start_at concerns files there before the input started that it never saw. A file
+      // appearing later, or at a path that had a checkpoint (rotated while the agent was
+      // stopped), is new content: read from its start.
+      const unseen = this.firstScan && !checkpointedPaths.has(c.path);
+      const start = c.start ?? (unseen && this.opts.start_at === "end" ? await this.tailStart(c.fh, c.st.size) : 0);
+      const f = new Tracked(c.fh, c.path, c.st, c.fp, start, this.opts.max_line_bytes, now);
+      f.verifiedSize = c.st.size;
+      f.verifiedMtime = c.st.mtimeMs;
+      this.files.set(f.id, f);
+      this.ctx.log.debug("following file", { path: c.path, offset: start });
+    }
+    if (found.length > 0) this.checkpointSoon();
+  }
+
+  /** Where reading starts for start_at = "end": after the last complete line. */
+  private async tailStart(fh: FileHandle, size: number): Promise<number> {
+    const from = Math.max(0, size - TAIL_LOOKBACK);
+    const buf = new Uint8Array(size - from);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, from);
+    const nl = buf.subarray(0, bytesRead).lastIndexOf(NL);
+    return nl < 0 ? size : from + nl + 1;
+  }
+
+  private openFailed(path: string, err: unknown): void {
+    const msg = messageOf(err);
+    if (this.failedPaths.get(path) === msg) return;
+    this.failedPaths.set(path, msg);
+    this.ctx.log.warn("cannot open file", { path, error: msg });
+    this.ctx.reportError(new Error(`${path}: ${msg}`));
+  }
+
+  /** A file closed while idle grew or changed: open it again (if it still has the same content). */
+  private async reopen(f: Tracked, now: number): Promise<void> {
+    let fh: FileHandle;
+    try {
+      fh = await open(f.path, "r");
+    } catch (err) {
+      this.openFailed(f.path, err);
+      return;
+    }
+    try {
+      const st = await fh.stat();
+      if (idOf(st.dev, st.ino) !== f.id) {
+        await fh.close(); // the path changed hands since the scan's stat; the next scan sorts it out
+        return;
+      }
+      const head = await readHead(fh);
+      f.fh = fh;
+      f.knownSize = st.size;
+      f.mtimeMs = st.mtimeMs;
+      f.lastActivity = now;
+      if (!headMatches(head, f.fp) || st.size < f.committed) await this.restartFromZero(f, head, "replaced or truncated");
+      f.verifiedSize = st.size;
+      f.verifiedMtime = st.mtimeMs;
+    } catch (err) {
+      await fh.close().catch(() => {});
+      f.fh = null;
+      this.openFailed(f.path, err);
+    }
+  }
+
+  /** Checks that an open file still starts with the bytes it started with; extends a short fingerprint. */
+  private async verify(f: Tracked, size: number, mtimeMs: number): Promise<void> {
+    let head: Uint8Array;
+    try {
+      head = await readHead(f.fh!);
+    } catch (err) {
+      return this.readFailed(f, err);
+    }
+    f.verifiedSize = size;
+    f.verifiedMtime = mtimeMs;
+    await this.checkHead(f, head);
+  }
+
+  /**
+   * Whether the file still holds the content it was fingerprinted by. When not, it was
+   * truncated and written again between two looks (the size alone would not tell): it is
+   * read again from the start.
+   */
+  private async checkHead(f: Tracked, head: Uint8Array): Promise<boolean> {
+    if (!headMatches(head, f.fp)) {
+      await this.restartFromZero(f, head, "content replaced");
+      return false;
+    }
+    if (head.length > f.fp.len) f.fp = fingerprintOf(head);
+    return true;
+  }
+
+  // ---- reading ---------------------------------------------------------------------------
+
+  /** One read for every open file; true when any file had new bytes. */
+  private async readRound(): Promise<boolean> {
+    let progressed = false;
+    const now = Date.now();
+    for (const f of [...this.files.values()]) {
+      if (this.ctx.signal.aborted) return progressed;
+      if (f.fh === null) continue;
+      try {
+        if (await this.readOnce(f, now)) progressed = true;
+        else await this.whenIdle(f, now);
+      } catch (err) {
+        if (!(err instanceof ReadFailure)) throw err;
+        await this.readFailed(f, err);
+      }
+      if (this.batchBytes >= this.opts.read_bytes) await this.flushBatch();
+    }
+    await this.flushBatch();
+    return progressed;
+  }
+
+  /** Reads the next chunk of `f` into the batch; false when it has nothing new. */
+  private async readOnce(f: Tracked, now: number): Promise<boolean> {
+    const fh = f.fh!;
+    if (f.readPos >= f.knownSize) {
+      const st = await fsop(fh.stat());
+      f.mtimeMs = st.mtimeMs;
+      f.nlink = st.nlink;
+      if (st.size < f.readPos) {
+        await this.restartFromZero(f, await fsop(readHead(fh)), "truncated");
+      } else if (st.size > f.readPos && (f.readPos > 0 || f.fp.len < FINGERPRINT_BYTES)) {
+        // It grew after we had caught up: make sure it is still the same content before reading on.
+        await this.checkHead(f, await fsop(readHead(fh)));
+      }
+      f.knownSize = st.size;
+      if (st.size <= f.readPos) return false;
+    }
+    const want = Math.min(this.buf.length, f.knownSize - f.readPos);
+    const { bytesRead } = await fsop(fh.read(this.buf, 0, want, f.readPos));
+    if (bytesRead === 0) {
+      f.knownSize = f.readPos; // shrank since the stat: the next stat tells how
+      return false;
+    }
+    f.readPos += bytesRead;
+    f.lastActivity = now;
+    f.splitter.push(this.buf.subarray(0, bytesRead), this.batch);
+    this.batchBytes += bytesRead;
+    this.batchOffsets.push([f, f.offset]);
+    return true;
+  }
+
+  private async whenIdle(f: Tracked, now: number): Promise<void> {
+    const idleFor = now - f.lastActivity;
+    if (f.orphaned) {
+      // A deleted file will not grow; a renamed one may, until its writer reopens the path.
+      if (f.nlink === 0 || idleFor >= this.opts.close_inactive) await this.finish(f, now);
+    } else if (idleFor >= this.opts.close_inactive) {
+      await this.closeIdle(f);
+    }
+  }
+
+  /** Stops following a file that is read to its end and gone from the globs. */
+  private async finish(f: Tracked, now: number): Promise<void> {
+    await this.flushBatch();
+    // Its unfinished last line will never be finished: hand it out as it is.
+    f.splitter.flush(this.batch);
+    this.batchOffsets.push([f, f.readPos]);
+    await this.flushBatch();
+    await f.fh?.close().catch(() => {});
+    f.fh = null;
+    this.files.delete(f.id);
+    this.splitLinesBase += f.splitter.splitLines;
+    this.remember(f, now);
+    this.ctx.log.info(f.nlink === 0 ? "deleted file read to its end; closed" : "renamed file idle; closed", { path: f.path });
+    this.checkpointSoon();
+    this.updateDetail();
+  }
+
+  /** Closes an idle file but keeps following its path; the scan reopens it when it changes. */
+  private async closeIdle(f: Tracked): Promise<void> {
+    await this.flushBatch();
+    f.readPos = f.offset; // the unfinished line is read again on reopening
+    f.splitter.reset();
+    f.knownSize = f.readPos;
+    await f.fh?.close().catch(() => {});
+    f.fh = null;
+    this.ctx.log.debug("idle file closed", { path: f.path });
+  }
+
+  private async readFailed(f: Tracked, err: unknown): Promise<void> {
+    this.ctx.log.warn("reading file failed; reopening it later", { path: f.path, error: messageOf(err) });
+    this.ctx.reportError(new Error(`${f.path}: ${messageOf(err)}`));
+    await this.closeIdle(f);
+    f.mtimeMs = -1; // makes the next scan reopen it
+  }
+
+  /** The file holds new content from its start (truncated, or replaced in place). */
+  private async restartFromZero(f: Tracked, head: Uint8Array, why: string): Promise<void> {
+    await this.flushBatch();
+    f.splitter.flush(this.batch); // the old content's unfinished line is all there will be of it
+    this.batchOffsets.push([f, f.readPos]);
+    await this.flushBatch();
+    this.remember(f, Date.now());
+    this.ctx.log.info(`file ${why}; reading it from the start`, { path: f.path, offset: f.committed });
+    f.readPos = 0;
+    f.committed = 0;
+    f.knownSize = 0;
+    f.fp = fingerprintOf(head);
+    this.checkpointSoon();
+  }
+
+  private remember(f: Tracked, now: number): void {
+    if (f.fp.len < FINGERPRINT_BYTES) return; // a short prefix is too likely shared to recognise a copy by
+    this.remembered.push({ fp: f.fp, offset: f.committed, dev: f.dev, ino: f.ino, path: f.path, until: now + REMEMBER_MS });
+  }
+
+  // ---- handing events on -----------------------------------------------------------------
+
+  private async flushBatch(): Promise<void> {
+    if (this.batchOffsets.length === 0) return;
+    const lines = this.batch;
+    const offsets = this.batchOffsets;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.batchOffsets = [];
+    if (lines.length > 0) {
+      if (this.opts.format === "json") await this.ctx.emitJsonLines(toJsonEvents(lines));
+      else await this.ctx.emitText(lines);
+    }
+    for (const [f, offset] of offsets) f.committed = offset;
+    this.checkpointSoon();
+  }
+
+  /** At most one checkpoint in flight; a newer state waits for it, so saves keep up with durability, not with reads. */
+  private checkpointSoon(): void {
+    this.checkpointDirty = true;
+    if (this.checkpointing) return;
+    this.checkpointDirty = false;
+    const state = this.state();
+    this.lastCheckpoint = JSON.stringify(state);
+    this.checkpointing = this.ctx.checkpoint(state)
+      .catch((err) => this.ctx.log.warn("checkpoint failed", { error: messageOf(err) }))
+      .finally(() => {
+        this.checkpointing = null;
+        if (this.checkpointDirty) this.checkpointSoon();
+      });
+  }
+
+  /** The checkpoint: taken offsets only. */
+  state(): FileInputState {
+    const files: Record<string, FileCheckpoint> = {};
+    for (const f of this.files.values()) {
+      const key = checkpointKey(f.fp, f.dev, f.ino, (k) => k in files);
+      files[key] = { path: f.path, offset: f.committed, dev: f.dev, ino: f.ino, size: f.knownSize };
+    }
+    return { files };
+  }
+
+  private updateDetail(): void {
+    let open = 0;
+    let split = this.splitLinesBase;
+    for (const f of this.files.values()) {
+      if (f.fh) open++;
+      split += f.splitter.splitLines;
+    }
+    this.ctx.setDetail({ files: this.files.size, open_files: open, split_lines: split });
+  }
+
+  private async shutdown(): Promise<void> {
+    // Lines read but not handed on are dropped: their offsets were not taken, so they are read again.
+    this.batch = [];
+    this.batchOffsets = [];
+    this.batchBytes = 0;
+    for (const f of this.files.values()) await f.fh?.close().catch(() => {});
+    while (this.checkpointing) await this.checkpointing;
+    const state = this.state();
+    if (JSON.stringify(state) === this.lastCheckpoint) return;
+    try {
+      await this.ctx.checkpoint(state);
+    } catch (err) {
+      this.ctx.log.warn("final checkpoint failed", { error: messageOf(err) });
+    }
+  }
+}

@@ -1,0 +1,8 @@
+// The input types this agent knows. Adding a plugin: create plugins/<type>/ and list it here.
+import type { InputPlugin } from "../agent/plugin.ts";
+import file from "./file/index.ts";
+import manual from "./manual/index.ts";
+
+export const inputPlugins: Record<string, InputPlugin> = Object.fromEntries(
+  [file, manual].map((p) => [p.type, p as unknown as InputPlugin]),
+);

@@ -1,0 +1,43 @@
+// The `manual` input: threat data submitted by hand through the control server
+// (POST /inputs/:name/events) or `cybexp-agent post`. It has nothing to run; it waits for
+// submissions and answers only once their events are durably spooled.
+import { z } from "zod";
+import { defineInput, InputError } from "../../agent/plugin.ts";
+import { formatBytes, size } from "../../agent/units.ts";
+import { parseSubmission } from "../../agent/helpers/body.ts";
+
+const options = z.object({
+  max_body_bytes: size().prefault("10MiB").describe("Largest body accepted in one submission; a larger one is refused with 413."),
+}).strict();
+
+export default defineInput({
+  type: "manual",
+  description: "Threat data submitted by hand: a JSON object, a JSON array, NDJSON or text lines",
+  options,
+  create(opts, ctx) {
+    return {
+      run() {
+        return new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) return resolve();
+          ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+      },
+
+      async submit(body: Uint8Array, contentType: string | null) {
+        if (ctx.signal.aborted) throw new InputError(`input ${ctx.name} is stopped`, 503);
+        if (body.byteLength > opts.max_body_bytes) {
+          throw new InputError(
+            `the body is ${formatBytes(body.byteLength)}, more than max_body_bytes (${formatBytes(opts.max_body_bytes)})`,
+            413,
+          );
+        }
+        const { kind, events } = parseSubmission(body, contentType);
+        // sync: the caller's 202 promises the events survive a crash from then on.
+        if (kind === "json") await ctx.emitJsonLines(events, { sync: true });
+        else await ctx.emitText(events, { sync: true });
+        ctx.log.info("submission accepted", { events: events.length, kind });
+        return { accepted: events.length };
+      },
+    };
+  },
+});
