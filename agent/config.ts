@@ -210,6 +210,10 @@ export function parseConfig(
   const core = coreSchema.safeParse(raw);
   if (!core.success) {
     for (const issue of core.error.issues) reportIssue(issue, [], report);
+    // Check the inputs too, so one run of validate lists every problem.
+    const rawInputs = raw.inputs && typeof raw.inputs === "object" ? (raw.inputs as Record<string, unknown>) : {};
+    for (const [key, table] of Object.entries(rawInputs))
+      if (table && typeof table === "object") checkInput(key, table as Record<string, unknown>, plugins, report);
     throw new ConfigError(problems);
   }
   const c = core.data;
@@ -227,27 +231,9 @@ export function parseConfig(
 
   const inputs = new Map<string, InputConfig>();
   for (const [key, table] of Object.entries(c.inputs)) {
-    const at = ["inputs", key];
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(key)) {
-      report(at, "input names use letters, digits, '_', '.' and '-' (at most 64, starting with a letter or digit)");
-      continue;
-    }
-    const type = table.type;
-    if (typeof type !== "string") {
-      report([...at, "type"], `required: one of ${Object.keys(plugins).join(", ")}`);
-      continue;
-    }
-    const plugin = plugins[type];
-    if (!plugin) {
-      report([...at, "type"], `unknown input type "${type}" (known: ${Object.keys(plugins).join(", ")})`);
-      continue;
-    }
-    const parsed = inputSchemaFor(plugin).safeParse(table);
-    if (!parsed.success) {
-      for (const issue of parsed.error.issues) reportIssue(issue, at, report);
-      continue;
-    }
-    const { type: _t, typetag, name, orgid, timezone, enabled, batch, ...options } = parsed.data as Record<string, any>;
+    const parsed = checkInput(key, table, plugins, report);
+    if (!parsed) continue;
+    const { type, typetag, name, orgid, timezone, enabled, batch, ...options } = parsed as Record<string, any>;
     const resolved: Omit<InputConfig, "fingerprint"> = {
       key,
       type,
@@ -288,6 +274,34 @@ export function parseConfig(
     spool: { maxBytes: c.spool.max_bytes, whenFull: c.spool.when_full, fsync: c.spool.fsync },
     inputs,
   };
+}
+
+/** Validates one input table against its plugin's schema; undefined (with problems reported) if invalid. */
+function checkInput(
+  key: string,
+  table: Record<string, unknown>,
+  plugins: Record<string, InputPlugin>,
+  report: (path: PropertyKey[], msg: string) => void,
+): Record<string, unknown> | undefined {
+  const at = ["inputs", key];
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(key)) {
+    report(at, "input names use letters, digits, '_', '.' and '-' (at most 64, starting with a letter or digit)");
+    return undefined;
+  }
+  const type = table.type;
+  if (typeof type !== "string") {
+    report([...at, "type"], `required: one of ${Object.keys(plugins).join(", ")}`);
+    return undefined;
+  }
+  const plugin = plugins[type];
+  if (!plugin) {
+    report([...at, "type"], `unknown input type "${type}" (known: ${Object.keys(plugins).join(", ")})`);
+    return undefined;
+  }
+  const parsed = inputSchemaFor(plugin).safeParse(table);
+  if (parsed.success) return parsed.data as Record<string, unknown>;
+  for (const issue of parsed.error.issues) reportIssue(issue, at, report);
+  return undefined;
 }
 
 function reportIssue(issue: z.core.$ZodIssue, prefix: PropertyKey[], report: (path: PropertyKey[], msg: string) => void) {

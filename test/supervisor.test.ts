@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { z } from "zod";
 import { parseConfig } from "../agent/config.ts";
-import { silentLogger } from "../agent/log.ts";
+import { silentLogger, createLogger } from "../agent/log.ts";
 import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.ts";
 import { Spool } from "../agent/spool.ts";
 import { StateStore } from "../agent/state.ts";
@@ -26,7 +26,7 @@ const ticker = defineInput({
         if (n <= opts.fail_times) throw new Error(`boom ${n}`);
         await ctx.emitText([`${ctx.name} run ${n}`]);
         await ctx.checkpoint({ runs: n });
-        await new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
+        if (!ctx.signal.aborted) await new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
       },
     };
   },
@@ -56,7 +56,7 @@ describe("supervisor", () => {
     await spool.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const make = () => new Supervisor({ spool, state, plugins, log: silentLogger, hostname: "h", restart: { baseMs: 20, capMs: 40 } });
+  const make = () => new Supervisor({ spool, state, plugins, log: process.env.DBG ? createLogger("debug") : silentLogger, hostname: "h", restart: { baseMs: 20, capMs: 40 } });
 
   test("a failing input is restarted with backoff, counted, then runs", async () => {
     const sup = make();
