@@ -21,8 +21,8 @@ const logLevel = z.enum(["debug", "info", "warn", "error"]);
 const batchSchema = z
   .object({
     max_events: z.number().int().min(1).max(1_000_000).default(1000).describe("Events per upload at most"),
-    max_bytes: size().default(1024 * 1024).describe("Upload file size at most"),
-    max_wait: duration().default(1000).describe("Send a partial batch after this long"),
+    max_bytes: size().prefault("1MiB").describe("Upload file size at most"),
+    max_wait: duration().prefault("1s").describe("Send a partial batch after this long"),
   })
   .strict();
 
@@ -35,30 +35,30 @@ export const coreSchema = z
         hostname: z.string().min(1).optional().describe("Default: the host's name"),
       })
       .strict()
-      .default({ data_dir: "./data", log_level: "info" }),
+      .prefault({}),
     control: z
       .object({
         listen: z.string().default("127.0.0.1:8765").describe("host:port of the control server; port 0 picks a free port"),
         token: z.string().min(1).optional().describe("Bearer token; required when listen is not a loopback address"),
-        max_body_bytes: size().default(10 * 1024 * 1024).describe("Largest request body accepted"),
+        max_body_bytes: size().prefault("10MiB").describe("Largest request body accepted"),
       })
       .strict()
-      .default({ listen: "127.0.0.1:8765", max_body_bytes: 10 * 1024 * 1024 }),
+      .prefault({}),
     api: z
       .object({
         url: z.url({ protocol: /^https?$/ }).describe("Cybex-P API Module base URL; uploads go to POST {url}/raw"),
         token: z.string().min(1).describe("Bearer token for the API"),
         orgid: z.string().min(1).describe("Organisation id sent with every upload"),
         timezone: z.string().min(1).default("UTC").describe("Timezone sent with every upload"),
-        timeout: duration().default(30_000).describe("Timeout of one upload"),
+        timeout: duration().prefault("30s").describe("Timeout of one upload"),
         concurrency: z.number().int().min(1).max(64).default(4).describe("Uploads in flight at once"),
         tls_verify: z.boolean().default(true).describe("Verify the API's TLS certificate"),
-        batch: batchSchema.default({ max_events: 1000, max_bytes: 1024 * 1024, max_wait: 1000 }),
+        batch: batchSchema.prefault({}),
       })
       .strict(),
     spool: z
       .object({
-        max_bytes: size().default(1024 ** 3).describe("Bound on spooled, undelivered data"),
+        max_bytes: size().prefault("1GiB").describe("Bound on spooled, undelivered data"),
         when_full: z.enum(["block", "drop_oldest"]).default("block").describe("block pauses inputs; drop_oldest discards the oldest events"),
         fsync: z
           .string()
@@ -73,7 +73,7 @@ export const coreSchema = z
           .describe('"always", "never" or a duration: how often the spool is flushed to disk'),
       })
       .strict()
-      .default({ max_bytes: 1024 ** 3, when_full: "block", fsync: 1000 }),
+      .prefault({}),
     inputs: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
   })
   .strict();

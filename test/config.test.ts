@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -129,5 +129,13 @@ describe("config", () => {
   test("the repository's agent.config.toml is valid", async () => {
     const c = await loadConfig(new URL("../agent.config.toml", import.meta.url).pathname, inputPlugins, {});
     assert.ok(c.inputs.size >= 2);
+  });
+});
+
+describe("agent.config.schema.json", () => {
+  test("matches the zod schemas (regenerate with npm run schema)", async () => {
+    const { configJsonSchema } = await import("../scripts/schema.ts");
+    const committed = JSON.parse(readFileSync(new URL("../agent.config.schema.json", import.meta.url), "utf8"));
+    assert.deepEqual(committed, JSON.parse(JSON.stringify(configJsonSchema())));
   });
 });
