@@ -8,14 +8,8 @@ import { after, before, describe, test } from "node:test";
 import { Agent } from "../agent/agent.ts";
 import { createLogger } from "../agent/log.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
+import { until } from "./until.ts";
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("agent with control server", () => {
   let dir: string, receiver: Receiver, agent: Agent, url: string, token: string, configPath: string;

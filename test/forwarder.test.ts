@@ -10,6 +10,9 @@ import { silentLogger } from "../agent/log.ts";
 import { serve, type Served } from "../agent/serve.ts";
 import { Spool } from "../agent/spool.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
+import { until } from "./until.ts";
+
+const untilNamed = (what: string, cond: () => boolean, ms = 5000) => until(cond, what, ms);
 
 const TOKEN = "secret-api-token";
 const dec = new TextDecoder();
@@ -68,13 +71,6 @@ function forwarder(apiOpts: ApiOptions, limits: Partial<BatchLimits> = {}, retry
   return f;
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function events(prefix: string, n: number, width = 0): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix} ${i}`.padEnd(width, "."));
@@ -96,7 +92,7 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", text.slice(15));
     const f = forwarder(api(r.url));
     f.start();
-    await until("all events", () => r.totalLines() === 50);
+    await untilNamed("all events", () => r.totalLines() === 50);
 
     const authUploads = r.uploads.filter((u) => u.name === AUTH.name);
     const cowrieUploads = r.uploads.filter((u) => u.name === COWRIE.name);
@@ -112,7 +108,7 @@ describe("forwarder", () => {
     }
     assert.equal((await filesOf(r, AUTH)).join(""), text.map((l) => l + "\n").join(""));
     assert.equal((await filesOf(r, COWRIE)).join(""), json.map((l) => l + "\n").join(""));
-    await until("acks", () => spool.stats().events === 0);
+    await untilNamed("acks", () => spool.stats().events === 0);
     const st = f.status();
     assert.deepEqual(
       [st.state, st.sent_events, st.sent_uploads, st.dead_lettered, st.last_error],
@@ -130,7 +126,7 @@ describe("forwarder", () => {
     // max_wait 0: every record is overdue when read, as after an outage.
     const f = forwarder(api(r.url), { maxEvents: 10, maxWaitMs: 0 });
     f.start();
-    await until("all events", () => r.totalLines() === 46);
+    await untilNamed("all events", () => r.totalLines() === 46);
     assert.deepEqual(r.uploads.filter((u) => u.name === AUTH.name).map((u) => u.lines), [9, 9, 3]);
     assert.deepEqual(r.uploads.filter((u) => u.name === COWRIE.name).map((u) => u.lines), [25]);
   });
@@ -143,7 +139,7 @@ describe("forwarder", () => {
     for (let i = 0; i < 8000; i++) await spool.append(route, "text", three);
     const f = forwarder(api(r.url), { maxEvents: 999, maxWaitMs: 0 });
     f.start();
-    await until("all events", () => f.status().sent_events === 24_000, 20_000);
+    await untilNamed("all events", () => f.status().sent_events === 24_000, 20_000);
     const lines = r.uploads.map((u) => u.lines);
     assert.deepEqual(lines, [...Array(24).fill(999), 24]);
   });
@@ -154,7 +150,7 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("e", 20, 100), { maxEventsPerRecord: 1 });
     const f = forwarder(api(r.url), { maxBytes: 1000, maxWaitMs: 50 });
     f.start();
-    await until("all events", () => r.totalLines() === 20);
+    await untilNamed("all events", () => r.totalLines() === 20);
     assert.deepEqual(r.uploads.map((u) => u.lines), [9, 9, 2]);
     assert.ok(r.uploads.every((u) => u.bytes <= 1000));
   });
@@ -167,7 +163,7 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("a", 3));
     await new Promise((res) => setTimeout(res, 100));
     await spool.append(routeKey(AUTH), "text", events("b", 2));
-    await until("the partial batch", () => r.uploads.length === 1);
+    await untilNamed("the partial batch", () => r.uploads.length === 1);
     const waited = r.uploads[0]!.receivedAt - t0;
     assert.ok(waited >= 380, `sent after ${waited} ms`);
     assert.equal(r.uploads[0]!.lines, 5);
@@ -179,12 +175,12 @@ describe("forwarder", () => {
     for (let i = 0; i < 5; i++) await spool.append(routeKey(AUTH), "text", events(`batch${i}`, 10));
     const f = forwarder(api(r.url, { concurrency: 4 }), { maxEvents: 10, maxWaitMs: 0 });
     f.start();
-    await until("retrying state", () => f.status().state === "retrying");
+    await untilNamed("retrying state", () => f.status().state === "retrying");
     assert.match(f.status().last_error!, /^HTTP 503 from http:\/\/127\.0\.0\.1:\d+\/raw: /);
-    await until("all events", () => r.totalLines() === 50);
+    await untilNamed("all events", () => r.totalLines() === 50);
     const all = (await filesOf(r, AUTH)).join("").split("\n").filter(Boolean).sort();
     assert.deepEqual(all, Array.from({ length: 5 }, (_, i) => events(`batch${i}`, 10)).flat().sort());
-    await until("acks", () => spool.stats().events === 0);
+    await untilNamed("acks", () => spool.stats().events === 0);
     const st = f.status();
     assert.equal(st.state, "ok");
     assert.ok(st.retries > 0);
@@ -211,9 +207,9 @@ describe("forwarder", () => {
     for (let i = 0; i < 8; i++) await spool.append(routeKey(AUTH), "text", events(`b${i}`, 5));
     const f = forwarder(api(s.url, { concurrency: 4 }), { maxEvents: 5, maxWaitMs: 0 });
     f.start();
-    await until("several probes", () => s.arrivals.length >= 8);
+    await untilNamed("several probes", () => s.arrivals.length >= 8);
     failing = false;
-    await until("delivery", () => f.status().sent_events === 40);
+    await untilNamed("delivery", () => f.status().sent_events === 40);
     assert.equal(maxAfterFailure, 1);
   });
 
@@ -226,7 +222,7 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("x", 3));
     const f = forwarder(api(s.url), { maxWaitMs: 0 });
     f.start();
-    await until("delivery", () => f.status().sent_events === 3);
+    await untilNamed("delivery", () => f.status().sent_events === 3);
     assert.equal(s.arrivals.length, 2);
     const gap = s.arrivals[1]! - s.arrivals[0]!;
     assert.ok(gap >= 950, `retried after ${gap} ms`);
@@ -252,10 +248,10 @@ describe("forwarder", () => {
     await closed.close();
     const f = forwarder(api(`http://127.0.0.1:${closed.port}`, { timeoutMs: 200 }), { maxWaitMs: 0 });
     f.start();
-    await until("network error", () => /^network error posting to /.test(f.status().last_error ?? ""));
+    await untilNamed("network error", () => /^network error posting to /.test(f.status().last_error ?? ""));
     assert.equal(f.status().state, "retrying");
     f.setApi(api(s.url, { timeoutMs: 200 }));
-    await until("delivery", () => f.status().sent_events === 4);
+    await untilNamed("delivery", () => f.status().sent_events === 4);
     assert.match(f.status().last_error!, /^timeout after 200 ms posting to /);
     assert.ok(s.arrivals.length >= 2);
   });
@@ -271,7 +267,7 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("r", 2));
     const f = forwarder(api(s.url), { maxWaitMs: 0 });
     f.start();
-    await until("delivery", () => f.status().sent_events === 2);
+    await untilNamed("delivery", () => f.status().sent_events === 2);
     assert.deepEqual(methods, ["POST /raw", "POST /raw"]);
     assert.match(f.status().last_error!, /^HTTP 301 from .* \(redirected to https:\/\/api\.example\/raw; set \[api\] url/);
   });
@@ -286,11 +282,11 @@ describe("forwarder", () => {
     await spool.append(routeKey({ ...AUTH, input: "big", name: "big" }), "text", [big]);
     const f = forwarder(api(r.url), { maxWaitMs: 0 });
     f.start();
-    await until("delivery and the dead letter", () => r.totalLines() === 64 && f.status().dead_lettered === 1);
+    await untilNamed("delivery and the dead letter", () => r.totalLines() === 64 && f.status().dead_lettered === 1);
     assert.equal((await filesOf(r, AUTH)).join("").split("\n").filter(Boolean).length, 40);
     const cowrie = (await filesOf(r, COWRIE)).join("").split("\n").filter(Boolean).map((l) => JSON.parse(l).i);
     assert.deepEqual(cowrie.sort((a, b) => a - b), Array.from({ length: 24 }, (_, i) => i));
-    await until("acks", () => spool.stats().events === 0);
+    await untilNamed("acks", () => spool.stats().events === 0);
     const dead = await readdir(join(dir, "dead-letter"));
     const txt = dead.find((n) => n.endsWith(".txt"))!;
     assert.match(txt, /^\d{4}-\d\d-\d\dT[\d-]+Z-big-\d+\.txt$/);
@@ -307,8 +303,8 @@ describe("forwarder", () => {
     await spool.append(routeKey(COWRIE), "json", ['{"a":1}', '{"b":2}']);
     const f = forwarder(api(r.url), { maxWaitMs: 0 });
     f.start();
-    await until("dead letter", () => f.status().dead_lettered === 1);
-    await until("ack", () => spool.stats().events === 0);
+    await untilNamed("dead letter", () => f.status().dead_lettered === 1);
+    await untilNamed("ack", () => spool.stats().events === 0);
     const files = (await readdir(join(dir, "dead-letter"))).sort();
     assert.equal(files.length, 2);
     const [json, ndjson] = files;
@@ -320,7 +316,7 @@ describe("forwarder", () => {
     assert.match(f.status().last_error!, /^HTTP 400 from /);
 
     await spool.append(routeKey(COWRIE), "json", ['{"c":3}']);
-    await until("next upload", () => f.status().sent_events === 1);
+    await untilNamed("next upload", () => f.status().sent_events === 1);
     assert.equal(r.totalLines(), 1);
     assert.equal(f.status().state, "ok");
   });
@@ -330,14 +326,14 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("u", 6));
     const f = forwarder(api(r.url), { maxWaitMs: 0 });
     f.start();
-    await until("unauthorized", () => f.status().state === "unauthorized");
+    await untilNamed("unauthorized", () => f.status().state === "unauthorized");
     const refusedBefore = r.rejected;
-    await until("a retry", () => r.rejected >= refusedBefore + 2);
+    await untilNamed("a retry", () => r.rejected >= refusedBefore + 2);
     assert.equal(r.uploads.length, 0);
     assert.equal(spool.stats().events, 6);
     assert.match(f.status().last_error!, /^HTTP 401 from .*Invalid\/missing token in auth header!/);
     r.setToken(TOKEN);
-    await until("delivery", () => f.status().sent_events === 6);
+    await untilNamed("delivery", () => f.status().sent_events === 6);
     assert.equal(r.totalLines(), 6);
     assert.equal(f.status().state, "ok");
   });
@@ -353,11 +349,11 @@ describe("forwarder", () => {
     await spool.append(routeKey(AUTH), "text", events("v", 2));
     const f = forwarder(api(s.url), { maxWaitMs: 0 }, { unauthorizedMs: 60_000 });
     f.start();
-    await until("unauthorized", () => f.status().state === "unauthorized");
+    await untilNamed("unauthorized", () => f.status().state === "unauthorized");
     assert.match(f.status().last_error!, /^HTTP 403 from .*bad credentials: Bearer \*\*\*$/);
     assert.ok(!f.status().last_error!.includes(TOKEN));
     f.setApi(api(s.url, { token: good }));
-    await until("delivery", () => f.status().sent_events === 2, 2000);
+    await untilNamed("delivery", () => f.status().sent_events === 2, 2000);
     assert.equal(f.status().state, "ok");
   });
 
@@ -373,7 +369,7 @@ describe("forwarder", () => {
     for (let i = 0; i < 3; i++) await spool.append(routeKey(AUTH), "text", events(`s${i}`, 10));
     const f = forwarder(api(s.url, { concurrency: 1 }), { maxEvents: 10, maxWaitMs: 0 });
     f.start();
-    await until("an upload on the wire", () => s.arrivals.length === 1);
+    await untilNamed("an upload on the wire", () => s.arrivals.length === 1);
     const t0 = Date.now();
     await f.stop(200);
     assert.ok(Date.now() - t0 < 2000);
@@ -382,7 +378,7 @@ describe("forwarder", () => {
     const r = await receiver();
     const g = forwarder(api(r.url), { maxEvents: 10, maxWaitMs: 0 });
     g.start();
-    await until("delivery", () => r.totalLines() === 30);
-    await until("acks", () => spool.stats().events === 0);
+    await untilNamed("delivery", () => r.totalLines() === 30);
+    await untilNamed("acks", () => spool.stats().events === 0);
   });
 });

@@ -10,6 +10,7 @@ import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.
 import { Spool } from "../agent/spool.ts";
 import { StateStore } from "../agent/state.ts";
 import { Supervisor, UnknownInputError } from "../agent/supervisor.ts";
+import { until } from "./until.ts";
 
 // Test input types: real plugins run by the real supervisor, with behaviour the tests control.
 const runs = new Map<string, number>();
@@ -37,13 +38,6 @@ function inputs(toml: string) {
   return parseConfig(`[api]\nurl = "http://127.0.0.1:9"\ntoken = "t"\norgid = "o"\n${toml}`, "/x.toml", plugins, {}).inputs;
 }
 
-async function until(cond: () => boolean, what: string, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe("supervisor", () => {
   let dir: string, spool: Spool, state: StateStore;

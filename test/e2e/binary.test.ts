@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { startReceiver, type Receiver } from "../../scripts/receiver.ts";
+import { until } from "../until.ts";
 
 const BINARY = process.env.CYBEXP_E2E_BINARY ? resolve(process.env.CYBEXP_E2E_BINARY) : "";
 const skip = BINARY ? false : "set CYBEXP_E2E_BINARY to the compiled executable (npm run test:e2e)";
@@ -27,13 +28,6 @@ function cli(cwd: string, args: string[], input?: string): Promise<Ran> {
   });
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 60_000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function alive(pid: number): boolean {
   try {
