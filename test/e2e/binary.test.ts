@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -102,6 +103,9 @@ describe("compiled binary", { skip }, () => {
     assert.equal(v.code, 0, v.stderr);
     assert.match(v.stdout, /OK \(2 inputs/);
 
+    // a runningconfig left by a daemon that died is stale and replaced
+    mkdirSync(join(d, "data"));
+    writeFileSync(join(d, "data", "runningconfig"), JSON.stringify({ pid: 4_000_000, url: "http://127.0.0.1:1", token: "old" }));
     const s = await cli(d, ["start"]);
     assert.equal(s.code, 0, s.stderr);
     const rcPath = join(d, "data", "runningconfig");
@@ -176,6 +180,15 @@ describe("compiled binary", { skip }, () => {
     await check(configText(receiver.url, "colour = 3\n"), /inputs\.desk\.colour: unknown key/);
     await check(configText(receiver.url).replace('type = "manual"', 'type = "manuel"'), /inputs\.desk\.type: unknown input type "manuel"/);
     await check(configText(receiver.url).replace('listen = "127.0.0.1:0"', 'listen = "0.0.0.0:0"'), /control\.token: required when control\.listen/);
+    // a daemon that cannot come up: start says why and exits 1
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, "127.0.0.1", r));
+    const port = (busy.address() as AddressInfo).port;
+    writeFileSync(join(d, "agent.config.toml"), configText(receiver.url).replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"`));
+    const failed = await cli(d, ["start"]);
+    busy.close();
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /exited during start-up: .*cannot listen on 127\.0\.0\.1:\d+/);
     assert.equal((await cli(d, ["frobnicate"])).code, 2);
     assert.equal((await cli(d, ["post"])).code, 2);
     const help = await cli(d, ["status", "--help"]);
