@@ -145,6 +145,7 @@ export class Agent implements ControlApi {
       uptimeSeconds: (Date.now() - this.startedAt) / 1000,
       inputs: this.supervisor.status(),
       output: this.forwarder.status(),
+      delivery: this.forwarder.metrics(),
       spool: this.spool.stats(),
     });
   }

@@ -4,7 +4,9 @@ import type { InputStatus } from "./supervisor.ts";
 export interface MetricsSnapshot {
   uptimeSeconds: number;
   inputs: InputStatus[];
-  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; bytes?: number; inflight?: number };
+  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number };
+  /** Upload bytes, uploads in flight, and what the API accepted per input. */
+  delivery: { bytes: number; inflight: number; per_input: Map<string, { events: number; uploads: number; bytes: number }> };
   spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number; blocked?: boolean };
 }
 
@@ -34,6 +36,11 @@ export function renderMetrics(s: MetricsSnapshot): string {
   metric("input_up", "gauge", "1 while the input is running.", perInput((i) => (i.state === "running" ? 1 : 0)));
   metric("output_events_total", "counter", "Events the API accepted.", [[{}, s.output.sent_events]]);
   metric("output_uploads_total", "counter", "Uploads the API accepted.", [[{}, s.output.sent_uploads]]);
+  metric("output_bytes_total", "counter", "Upload bytes the API accepted.", [[{}, s.delivery.bytes]]);
+  metric("output_inflight_uploads", "gauge", "Uploads in flight.", [[{}, s.delivery.inflight]]);
+  const perInputSent = [...s.delivery.per_input];
+  metric("output_input_events_total", "counter", "Events of an input the API accepted.", perInputSent.map(([input, m]) => [{ input }, m.events]));
+  metric("output_input_uploads_total", "counter", "Uploads of an input the API accepted.", perInputSent.map(([input, m]) => [{ input }, m.uploads]));
   metric("output_retries_total", "counter", "Uploads retried after a failure.", [[{}, s.output.retries]]);
   metric("output_dead_lettered_total", "counter", "Uploads the API refused for good, kept in dead-letter/.", [[{}, s.output.dead_lettered]]);
   metric("output_up", "gauge", "1 while the output is ok (not retrying, failing or unauthorized).", [[{}, s.output.state === "ok" ? 1 : 0]]);

@@ -84,6 +84,8 @@ ${extra}`;
     const text = await m.text();
     assert.match(text, /# TYPE cybexp_agent_input_events_total counter/);
     assert.match(text, /cybexp_agent_spool_bytes \d+/);
+    assert.match(text, /cybexp_agent_input_events_total\{input="weblog",type="file"\} \d+/);
+    assert.match(text, /cybexp_agent_output_inflight_uploads \d+/);
     for (const [method, path] of [["GET", "/status"], ["POST", "/reload"], ["POST", "/shutdown"], ["POST", "/inputs/desk/stop"]]) {
       const r = await call(method!, path!, { auth: null });
       assert.equal(r.status, 401, `${method} ${path} without a token`);
