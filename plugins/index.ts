@@ -2,7 +2,8 @@
 import type { InputPlugin } from "../agent/plugin.ts";
 import file from "./file/index.ts";
 import manual from "./manual/index.ts";
+import websocket from "./websocket/index.ts";
 
 export const inputPlugins: Record<string, InputPlugin> = Object.fromEntries(
-  [file, manual].map((p) => [p.type, p as unknown as InputPlugin]),
+  [file, manual, websocket].map((p) => [p.type, p as unknown as InputPlugin]),
 );
