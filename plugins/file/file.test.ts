@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { appendFile, copyFile, mkdtemp, readFile, rename, rm, truncate, unlink, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -411,5 +413,65 @@ test("the bundled auth.log sample arrives line for line", async () => {
     env.start({ paths: [sample] });
     await settlesAt(env, want.length);
     assert.deepEqual(texts(env), want);
+  });
+});
+
+// Debian's logrotate rotating a file while it is being written: four times by rename + create,
+// once by copytruncate, and a file that appears later under the glob. Every line must arrive.
+const LOGROTATE = ["/usr/sbin/logrotate", "/sbin/logrotate"].find((p) => existsSync(p));
+
+test("logrotate: rename+create four times, copytruncate once, a late file — every line arrives", { skip: LOGROTATE ? false : "logrotate is not installed (apt-get install logrotate)" }, async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    await mkdir(logs);
+    const app = join(logs, "app.log");
+    await writeFile(app, "");
+    const conf = (mode: string) => {
+      const path = join(env.dir, `${mode}.conf`);
+      return writeFile(path, `${app} {\n  rotate 20\n  ${mode}\n  missingok\n  nocompress\n}\n`).then(() => path);
+    };
+    const createConf = await conf("create");
+    const truncConf = await conf("copytruncate");
+    const rotate = (confPath: string) =>
+      new Promise<void>((resolve, reject) =>
+        execFile(LOGROTATE!, ["-f", "-s", join(env.dir, "logrotate.state"), confPath], (err, _o, stderr) => (err ? reject(new Error(stderr || String(err))) : resolve())),
+      );
+    env.start({ paths: [join(logs, "*.log*")] });
+
+    const total = 6000;
+    const want = lines("rot", 0, total);
+    let paused = false;
+    const writer = (async () => {
+      for (let i = 0; i < total; i += 100) {
+        while (paused) await pause(1);
+        await appendFile(app, text(want.slice(i, i + 100)));
+        await pause(4);
+      }
+    })();
+    for (let r = 0; r < 4; r++) {
+      await pause(40);
+      await rotate(createConf);
+    }
+    // copytruncate itself loses what is written between its copy and its truncate (logrotate's
+    // documentation says so), so the writer holds still for that one moment.
+    await pause(40);
+    paused = true;
+    await pause(10);
+    await rotate(truncConf);
+    paused = false;
+    await writer;
+    const late = lines("late", 0, 500);
+    await writeFile(join(logs, "late.log"), text(late));
+
+    const expected = [...want, ...late];
+    await env.waitForCount(expected.length, 20_000);
+    await pause(200);
+    const got = texts(env);
+    const missing = expected.filter((l) => !got.includes(l));
+    assert.deepEqual(missing, [], `${missing.length} lines missing`);
+    const seen = new Set<string>();
+    const twice = got.filter((l) => (seen.has(l) ? true : (seen.add(l), false)));
+    assert.deepEqual(twice.slice(0, 5), [], `${twice.length} lines twice`);
+    assert.ok((await readdir(logs)).filter((f) => /^app\.log\.\d+$/.test(f)).length >= 5, "logrotate rotated five times");
   });
 });

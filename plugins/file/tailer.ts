@@ -291,18 +291,26 @@ export class FileTailer {
     }
     // A copy of a file we know (copytruncate's copy, a file moved across file systems):
     // the same first FINGERPRINT_BYTES, so it holds what was already read up to that offset.
+    const deferred: Candidate[] = [];
     for (const c of found) {
       if (c.start !== undefined || c.fp.len < FINGERPRINT_BYTES) continue;
       const sameContent = (k: { fp: Fingerprint; offset: number }) =>
         k.fp.len === c.fp.len && k.fp.hash === c.fp.hash && k.offset <= c.st.size;
       const savedIdx = this.saved.findIndex(sameContent);
       const known = savedIdx >= 0 ? this.saved.splice(savedIdx, 1)[0]! : this.remembered.find(sameContent);
-      const live = known ? undefined : [...this.files.values()].find((f) => sameContent({ fp: f.fp, offset: f.committed }));
-      const offset = known?.offset ?? live?.committed;
-      if (offset !== undefined) {
-        c.start = offset;
-        this.ctx.log.info("file has the content of a known file; reading it from that file's offset", { path: c.path, offset });
+      if (known) {
+        c.start = known.offset;
+        this.ctx.log.info("file has the content of a known file; reading it from that file's offset", { path: c.path, offset: known.offset });
+      } else if ([...this.files.values()].some((f) => sameContent({ fp: f.fp, offset: f.committed }))) {
+        // A copy of a file still being read (copytruncate has copied but not yet truncated):
+        // how far the original will be read is not known until it is truncated, so the copy
+        // waits for a later scan and then starts where the original ended.
+        deferred.push(c);
       }
+    }
+    for (const c of deferred) {
+      found.splice(found.indexOf(c), 1);
+      await c.fh.close().catch(() => {});
     }
     for (const c of found) {
       // start_at concerns files there before the input started that it never saw. A file

@@ -1,0 +1,356 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect } from "node:net";
+import { createSocket } from "node:dgram";
+import fc from "fast-check";
+import plugin from "./index.ts";
+import { parseSyslog, type SyslogEvent } from "./parse.ts";
+import { SyslogFramer } from "./framer.ts";
+import { Spool } from "../../agent/spool.ts";
+import { StateStore } from "../../agent/state.ts";
+import { createInputContext } from "../../agent/context.ts";
+import type { InputCounters } from "../../agent/context.ts";
+import { silentLogger } from "../../agent/log.ts";
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const NOW = new Date("2026-11-27T21:00:00Z");
+const ctx = { sourceIp: "192.0.2.7", transport: "udp", now: NOW };
+const KEYS = ["facility", "severity", "timestamp", "hostname", "appname", "procid", "msgid", "structured_data", "message", "format", "source_ip", "transport"];
+
+// ---- parsing --------------------------------------------------------------------------------
+
+const EXPECTED_VARIANTS: Array<Partial<SyslogEvent>> = [
+  { facility: 4, severity: 2, format: "rfc5424", timestamp: "2003-10-11T22:14:15.003Z", hostname: "mymachine.example.com", appname: "su", procid: null, msgid: "ID47", structured_data: null, message: "'su root' failed for lonvick on /dev/pts/8" },
+  { facility: 20, severity: 5, format: "rfc5424", appname: "evntslog", msgid: "ID47", message: "An application event log entry",
+    structured_data: { "exampleSDID@32473": { iut: "3", eventSource: "Application", eventID: "1011" }, "examplePriority@32473": { class: "high" } } },
+  { facility: 1, severity: 5, format: "rfc5424", timestamp: "2019-02-13T19:48:34+00:00", hostname: "74794bfb6795", appname: "root", procid: "8449", msgid: null, structured_data: { meta: { sequenceId: "1" } }, message: "i am foobar" },
+  { facility: 4, severity: 2, format: "rfc3164", timestamp: "2026-10-11T22:14:15+00:00", hostname: "mymachine", appname: "su", procid: null, message: "'su root' failed for lonvick on /dev/pts/8" },
+  { facility: 1, severity: 5, format: "rfc3164", timestamp: "2026-02-05T17:32:18+00:00", hostname: "10.0.0.99", appname: null, message: "Use the BFG!" },
+  { facility: 23, severity: 6, format: "rfc3164", timestamp: "2026-02-13T21:31:56+00:00", hostname: "74794bfb6795", appname: "liblogging-stdlog",
+    message: '[origin software="rsyslogd" swVersion="8.24.0" x-pid="8979" x-info="http://www.rsyslog.com"] start' },
+  { facility: 23, severity: 3, format: "rfc3164", timestamp: "2026-09-21T09:22:01.678+00:00", hostname: null, appname: null, message: "%LINK-3-UPDOWN: Interface GigabitEthernet1/0/12, changed state to up" },
+  { facility: 23, severity: 5, format: "raw", timestamp: null, hostname: null },
+  { facility: 4, severity: 6, format: "rfc3164", timestamp: "2026-11-27T18:20:19+00:00", hostname: "localhost", appname: "prg00000", procid: "1234",
+    message: "seq: 0000000000, thread: 0000, runid: 1795803619, stamp: 2026-11-27T18:20:19" },
+  { facility: 1, severity: 6, format: "rfc5424", timestamp: "2026-11-27T18:20:18.123456+02:00", hostname: "host.example", appname: "app", procid: "42", msgid: "MSG1",
+    structured_data: { "sd@1": { k: 'a "quoted" ] value' } }, message: "message with escaped SD" },
+];
+
+test("parse: every line of variants.txt", async () => {
+  const lines = (await readFile(join(FIXTURES, "variants.txt"), "utf8")).split("\n").filter((l) => l !== "");
+  assert.equal(lines.length, EXPECTED_VARIANTS.length);
+  lines.forEach((line, i) => {
+    const ev = parseSyslog(line, ctx);
+    assert.deepEqual(Object.keys(ev).sort(), [...KEYS].sort(), `line ${i + 1}`);
+    assert.equal(ev.source_ip, "192.0.2.7");
+    assert.equal(ev.transport, "udp");
+    for (const [k, v] of Object.entries(EXPECTED_VARIANTS[i]!)) assert.deepEqual((ev as any)[k], v, `line ${i + 1} ${k}`);
+    if (ev.format === "raw") assert.equal(ev.message, line);
+  });
+});
+
+test("parse: octet-counted.bin frames into RFC 5424 messages", async () => {
+  const bytes = new Uint8Array(await readFile(join(FIXTURES, "octet-counted.bin")));
+  const framer = new SyslogFramer(65536);
+  const out: Uint8Array[] = [];
+  framer.push(bytes, out);
+  framer.flush(out);
+  assert.equal(framer.framing, "octet");
+  assert.equal(out.length, 3);
+  const evs = out.map((m) => parseSyslog(dec(m), { ...ctx, transport: "tcp" }));
+  assert.deepEqual(evs.map((e) => e.format), ["rfc5424", "rfc5424", "rfc5424"]);
+  assert.equal(evs[0]!.message, "'su root' failed for lonvick on /dev/pts/8");
+  assert.equal(evs[1]!.message, "i am foobar");
+  assert.equal(evs[2]!.message, "An application event log entry", "BOM stripped");
+  assert.deepEqual(evs[2]!.structured_data!["examplePriority@32473"], { class: "high" });
+});
+
+test("parse: RFC 3164 edge cases", () => {
+  const p = (s: string, extra: Partial<typeof ctx> & { defaultTz?: string } = {}) => parseSyslog(s, { ...ctx, ...extra });
+  // Missing hostname: the tag comes right after the timestamp.
+  const sshd = p("<38>Nov 27 10:00:00 sshd[123]: Accepted password for root");
+  assert.equal(sshd.hostname, null);
+  assert.equal(sshd.appname, "sshd");
+  assert.equal(sshd.procid, "123");
+  // A December message read in early January belongs to last year.
+  assert.equal(p("<13>Dec 31 23:59:59 h app: x", { now: new Date("2027-01-01T00:00:10Z") }).timestamp, "2026-12-31T23:59:59+00:00");
+  // Zone for timestamps without one.
+  assert.equal(p("<13>Jul  1 12:00:00 h app: x", { defaultTz: "+02:00" }).timestamp, "2026-07-01T12:00:00+02:00");
+  assert.equal(p("<13>Jul  1 12:00:00 h app: x", { defaultTz: "Europe/Berlin" }).timestamp, "2026-07-01T12:00:00+02:00");
+  assert.equal(p("<13>Jan  1 12:00:00 h app: x", { defaultTz: "Europe/Berlin" }).timestamp, "2026-01-01T12:00:00+01:00");
+  // Cisco with "*" (clock not synchronised) and a zone word.
+  const cisco = p("<189>12: *Mar  1 00:01:02.123 UTC: %SYS-5-CONFIG_I: Configured from console");
+  assert.equal(cisco.format, "rfc3164");
+  assert.equal(cisco.timestamp, "2026-03-01T00:01:02.123+00:00");
+  assert.equal(cisco.message, "%SYS-5-CONFIG_I: Configured from console");
+  // ISO timestamp with offset, as rsyslog forwards it.
+  assert.equal(p("<30>2026-11-27T18:20:19.5+01:00 web nginx: hi").timestamp, "2026-11-27T18:20:19.5+01:00");
+});
+
+test("parse: RFC 5424 NILVALUEs, no message, malformed SD", () => {
+  const ev = parseSyslog("<0>1 - - - - - -", ctx);
+  assert.equal(ev.format, "rfc5424");
+  assert.deepEqual([ev.facility, ev.severity, ev.timestamp, ev.hostname, ev.appname, ev.procid, ev.msgid, ev.structured_data, ev.message],
+    [0, 0, null, null, null, null, null, null, null]);
+  const sd = parseSyslog('<14>1 - h a - - [x@1 p="back\\\\slash" q="\\n"]', ctx);
+  assert.deepEqual(sd.structured_data, { "x@1": { p: "back\\slash", q: "\\n" } });
+  for (const bad of ['<14>1 - h a - - [x@1 p="unterminated]', "<14>1 - h a - - [x", "<14>1 notatime h a - - - m", "<999>1 - - - - - -", "no pri at all", "", "<14>"]) {
+    const r = parseSyslog(bad, ctx);
+    assert.equal(r.format, "raw", bad);
+    assert.equal(r.message, bad);
+  }
+});
+
+test("parse: arbitrary text never throws and is never lost", () => {
+  fc.assert(fc.property(fc.oneof(fc.string(), fc.string().map((s) => "<13>" + s), fc.string().map((s) => "<13>1 " + s)), (s) => {
+    const ev = parseSyslog(s, ctx);
+    assert.deepEqual(Object.keys(ev).sort(), [...KEYS].sort());
+    if (ev.format === "raw") assert.equal(ev.message, s);
+  }), { numRuns: 2000 });
+});
+
+// ---- framing --------------------------------------------------------------------------------
+
+function frameAll(chunks: Uint8Array[], max = 65536): { msgs: string[]; framer: SyslogFramer } {
+  const framer = new SyslogFramer(max);
+  const out: Uint8Array[] = [];
+  for (const c of chunks) framer.push(c, out);
+  framer.flush(out);
+  return { msgs: out.map(dec), framer };
+}
+
+function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of points) {
+    chunks.push(bytes.slice(prev, p));
+    prev = p;
+  }
+  chunks.push(bytes.slice(prev));
+  return chunks;
+}
+
+const msgArb = fc.string({ minLength: 1, maxLength: 80 }).filter((s) => !/[\n\r\0]/.test(s));
+
+test("framer: octet-counted messages survive any chunking", () => {
+  fc.assert(fc.property(fc.array(msgArb, { minLength: 1, maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), (msgs, cuts) => {
+    const stream = enc(msgs.map((m) => `${enc(m).length} ${m}`).join(""));
+    const { msgs: got, framer } = frameAll(split(stream, cuts));
+    assert.deepEqual(got, msgs);
+    assert.equal(framer.truncated, 0);
+  }), { numRuns: 500 });
+});
+
+test("framer: LF, CRLF and NUL terminated messages survive any chunking", () => {
+  const sep = fc.constantFrom("\n", "\r\n", "\0");
+  fc.assert(fc.property(fc.array(fc.tuple(msgArb.filter((s) => !/^[1-9]/.test(s)), sep), { minLength: 1, maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), (pairs, cuts) => {
+    const stream = enc(pairs.map(([m, s]) => m + s).join(""));
+    const { msgs: got } = frameAll(split(stream, cuts));
+    assert.deepEqual(got, pairs.map(([m]) => m));
+  }), { numRuns: 500 });
+});
+
+test("framer: arbitrary bytes never throw, and chunking never changes the result", () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), fc.array(fc.nat(), { maxLength: 40 }), fc.integer({ min: 1, max: 64 }), (bytes, cuts, max) => {
+    const whole = frameAll([bytes], max);
+    const pieces = frameAll(split(bytes, cuts), max);
+    assert.deepEqual(pieces.msgs, whole.msgs);
+    // No invented bytes: every message is at most max bytes and all of them fit in the input.
+    let total = 0;
+    const framer = new SyslogFramer(max);
+    const raw: Uint8Array[] = [];
+    for (const c of split(bytes, cuts)) framer.push(c, raw);
+    framer.flush(raw);
+    for (const m of raw) {
+      assert.ok(m.length <= max);
+      total += m.length;
+    }
+    assert.ok(total <= bytes.length);
+  }), { numRuns: 1000 });
+});
+
+test("framer: oversize messages are cut to max_message_bytes and counted", () => {
+  const long = "x".repeat(100);
+  const lf = frameAll([enc(`${long}\nshort\n`)], 10);
+  assert.deepEqual(lf.msgs, ["x".repeat(10), "short"]);
+  assert.equal(lf.framer.truncated, 1);
+  const octet = frameAll(split(enc(`100 ${long}5 short`), [3, 7, 50, 90]), 10);
+  assert.deepEqual(octet.msgs, ["x".repeat(10), "short"]);
+  assert.equal(octet.framer.truncated, 1);
+});
+
+// ---- the input over real sockets ------------------------------------------------------------
+
+interface Harness {
+  addr(proto: string): { host: string; port: number };
+  events(n: number): Promise<SyslogEvent[]>;
+  counters: InputCounters;
+}
+
+async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promise<void>, spoolBytes = 64 << 20) {
+  const dir = await mkdtemp(join(tmpdir(), "syslog-input-"));
+  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: spoolBytes, whenFull: "block", fsync: 5, log: silentLogger });
+  const state = new StateStore(join(dir, "state"));
+  const ac = new AbortController();
+  const c = createInputContext({ name: "sys", spool, state, route: "sys", log: silentLogger, signal: ac.signal, hostname: "test" });
+  const input = plugin.create(plugin.options.parse(raw), c);
+  const done = input.run();
+  const got: SyslogEvent[] = [];
+  try {
+    const deadline = Date.now() + 3000;
+    while (!(c.counters.detail.listening as string[] | undefined)?.length) {
+      if (Date.now() > deadline) assert.fail("not listening");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await fn({
+      counters: c.counters,
+      addr(proto) {
+        const url = (c.counters.detail.listening as string[]).find((u) => u.startsWith(proto))!;
+        const u = new URL(url.replace(/^\w+:/, "http:"));
+        return { host: u.hostname, port: Number(u.port) };
+      },
+      async events(n) {
+        const until = Date.now() + 5000;
+        while (got.length < n) {
+          for (const r of spool.read(64 << 20)) {
+            for (const line of dec(r.payload).split("\n").slice(0, -1)) got.push(JSON.parse(line));
+            spool.ack(r.id);
+          }
+          if (got.length >= n) break;
+          if (Date.now() > until) assert.fail(`expected ${n} events, got ${got.length}`);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        return got;
+      },
+    });
+  } finally {
+    const t0 = Date.now();
+    ac.abort();
+    await done;
+    assert.ok(Date.now() - t0 < 1000, "stops within a second");
+    await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function sendTcp(port: number, chunks: Uint8Array[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, "127.0.0.1", async () => {
+      for (const c of chunks) {
+        s.write(c);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      s.end(() => resolve());
+    });
+    s.on("error", reject);
+  });
+}
+
+test("input: TCP octet counting, split across writes", async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
+    const bytes = new Uint8Array(await readFile(join(FIXTURES, "octet-counted.bin")));
+    await sendTcp(t.addr("tcp").port, split(bytes, [5, 100, 101, 250]));
+    const evs = await t.events(3);
+    assert.deepEqual(evs.map((e) => e.format), ["rfc5424", "rfc5424", "rfc5424"]);
+    assert.equal(evs[0]!.source_ip, "127.0.0.1");
+    assert.equal(evs[0]!.transport, "tcp");
+    assert.equal(evs[1]!.message, "i am foobar");
+  });
+});
+
+test("input: TCP LF framing with every fixture variant, and UDP", async () => {
+  const lines = (await readFile(join(FIXTURES, "variants.txt"), "utf8")).split("\n").filter((l) => l !== "");
+  await withInput({ listen: ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"] }, async (t) => {
+    await sendTcp(t.addr("tcp").port, [enc(lines.join("\r\n") + "\r\n")]);
+    const tcp = await t.events(lines.length);
+    assert.deepEqual(tcp.map((e) => e.format), EXPECTED_VARIANTS.map((e) => e.format));
+    assert.equal(tcp[7]!.message, lines[7]);
+
+    const udp = createSocket("udp4");
+    const { port } = t.addr("udp");
+    for (const l of lines.slice(0, 3)) await new Promise<void>((r) => udp.send(enc(l + "\n"), port, "127.0.0.1", () => r()));
+    const all = await t.events(lines.length + 3);
+    udp.close();
+    const viaUdp = all.slice(lines.length);
+    assert.ok(viaUdp.every((e) => e.transport === "udp" && e.source_ip === "127.0.0.1"));
+    assert.deepEqual(viaUdp.map((e) => e.appname).sort(), ["evntslog", "root", "su"]);
+  });
+});
+
+test("input: random bytes do not crash it; it keeps serving afterwards", async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], max_message_bytes: 256 }, async (t) => {
+    const junk = fc.sample(fc.uint8Array({ minLength: 1, maxLength: 2000 }), 20);
+    const udp = createSocket("udp4");
+    const { port } = t.addr("udp");
+    for (const j of junk.slice(0, 10)) await new Promise<void>((r) => udp.send(j, port, "127.0.0.1", () => r()));
+    udp.close();
+    for (const j of junk.slice(10)) await sendTcp(t.addr("tcp").port, [j]);
+    await sendTcp(t.addr("tcp").port, [enc("<13>Nov 27 10:00:00 alive app: still here\n")]);
+    const deadline = Date.now() + 3000;
+    let evs: SyslogEvent[] = [];
+    while (!evs.some((e) => e.message === "still here")) {
+      if (Date.now() > deadline) assert.fail("the input stopped serving");
+      evs = await t.events(evs.length + 1);
+    }
+    assert.ok(evs.every((e) => e.message === null || enc(e.message).length <= 256 * 3));
+  });
+});
+
+test("input: a full spool pauses TCP reading, and nothing is lost once it drains", async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
+    const n = 30_000;
+    const body: string[] = [];
+    for (let i = 0; i < n; i++) body.push(`<13>Nov 27 10:00:00 host app[1]: message number ${i}`);
+    const sent = sendTcp(t.addr("tcp").port, [enc(body.join("\n") + "\n")]);
+    const deadline = Date.now() + 3000;
+    while (t.counters.detail.tcp_paused !== true) {
+      if (Date.now() > deadline) assert.fail("TCP reading never paused while the spool was full");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const evs = await t.events(n);
+    await sent;
+    assert.equal(evs.length, n);
+    evs.forEach((e, i) => assert.equal(e.message, `message number ${i}`));
+    assert.equal(t.counters.detail.tcp_paused, false);
+  }, 256 << 10);
+});
+
+test("input: max_connections refuses extra connections; idle connections are closed", async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0"], max_connections: 1, idle_timeout: "150ms" }, async (t) => {
+    const { port } = t.addr("tcp");
+    const open = () => new Promise<{ closed: Promise<number> }>((resolve, reject) => {
+      const started = Date.now();
+      const s = connect(port, "127.0.0.1", () => resolve({ closed: new Promise((r) => s.on("close", () => r(Date.now() - started))) }));
+      s.on("error", reject);
+    });
+    const first = await open();
+    const deadline = Date.now() + 2000;
+    while (t.counters.detail.connections !== 1) {
+      if (Date.now() > deadline) assert.fail("first connection not seen");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const second = await open();
+    await second.closed;
+    assert.equal(t.counters.detail.rejected_connections, 1);
+    const idleFor = await first.closed;
+    assert.ok(idleFor >= 100, `closed after ${idleFor} ms`);
+  });
+});
+
+test("options: defaults, units and bad listen addresses", () => {
+  const o = plugin.options.parse({ listen: ["udp://0.0.0.0:514"] });
+  assert.equal(o.max_message_bytes, 65536);
+  assert.equal(o.idle_timeout, 300_000);
+  assert.equal(o.max_connections, 1000);
+  assert.equal(plugin.options.parse({ listen: ["tcp://[::1]:6514"], idle_timeout: "30s", max_message_bytes: "1KiB" }).idle_timeout, 30_000);
+  for (const bad of [{ listen: ["http://x:1"] }, { listen: [] }, { listen: ["udp://host"] }, { listen: ["udp://h:1"], nope: 1 }]) {
+    assert.equal(plugin.options.safeParse(bad).success, false, JSON.stringify(bad));
+  }
+});
