@@ -2,8 +2,9 @@
 import type { InputPlugin } from "../agent/plugin.ts";
 import file from "./file/index.ts";
 import manual from "./manual/index.ts";
+import syslog from "./syslog/index.ts";
 import websocket from "./websocket/index.ts";
 
 export const inputPlugins: Record<string, InputPlugin> = Object.fromEntries(
-  [file, manual, websocket].map((p) => [p.type, p as unknown as InputPlugin]),
+  [file, manual, syslog, websocket].map((p) => [p.type, p as unknown as InputPlugin]),
 );

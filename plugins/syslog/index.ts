@@ -36,9 +36,15 @@ export function parseListen(url: string): Listener {
   return { protocol: m[1] as "udp" | "tcp", host, port: Number(m[3]) };
 }
 
-/** Events waiting while this many are queued behind a pending emit mean the spool is not keeping up. */
-const TCP_PAUSE_EVENTS = 10_000;
-const UDP_DROP_EVENTS = 50_000;
+/** How many parsed events may wait behind a pending emit (the spool not keeping up). */
+export interface QueueLimits {
+  /** TCP sockets stop reading at this many. */
+  tcpPauseEvents: number;
+  /** UDP datagrams are dropped at this many. */
+  udpDropEvents: number;
+}
+
+export const DEFAULT_LIMITS: QueueLimits = { tcpPauseEvents: 10_000, udpDropEvents: 50_000 };
 const EMIT_BATCH = 5_000;
 
 /** Collects parsed events and emits them once per tick, one emit in flight at a time. */
@@ -49,7 +55,7 @@ class Batcher {
   private readonly onPressure: (paused: boolean) => void;
   private paused = false;
 
-  constructor(private readonly ctx: InputContext, onPressure: (paused: boolean) => void) {
+  constructor(private readonly ctx: InputContext, private readonly pauseAt: number, onPressure: (paused: boolean) => void) {
     this.onPressure = onPressure;
   }
 
@@ -63,7 +69,7 @@ class Batcher {
 
   add(ev: SyslogEvent): void {
     this.queue.push(ev);
-    if (this.inFlight && !this.paused && this.queue.length >= TCP_PAUSE_EVENTS) {
+    if (this.inFlight && !this.paused && this.queue.length >= this.pauseAt) {
       this.paused = true;
       this.onPressure(true);
     }
@@ -85,7 +91,7 @@ class Batcher {
       (err) => this.ctx.reportError(err),
     ).then(() => {
       this.inFlight = null;
-      if (this.paused && this.queue.length < TCP_PAUSE_EVENTS) {
+      if (this.paused && this.queue.length < this.pauseAt) {
         this.paused = false;
         this.onPressure(false);
       }
@@ -116,7 +122,10 @@ export default defineInput({
   },
 });
 
-async function runSyslog(opts: Options, ctx: InputContext): Promise<void> {
+export type SyslogOptions = Options;
+
+/** Runs the listeners until ctx.signal aborts. */
+export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueLimits = DEFAULT_LIMITS): Promise<void> {
   const decoder = new TextDecoder();
   const sockets = new Set<Socket>();
   const servers: Server[] = [];
@@ -130,7 +139,7 @@ async function runSyslog(opts: Options, ctx: InputContext): Promise<void> {
   const showDetail = () =>
     ctx.setDetail({ listening, connections: sockets.size, tcp_paused: tcpPaused, udp_dropped: udpDropped, truncated, rejected_connections: rejected });
 
-  const batcher = new Batcher(ctx, (paused) => {
+  const batcher = new Batcher(ctx, limits.tcpPauseEvents, (paused) => {
     tcpPaused = paused;
     for (const s of sockets) paused ? s.pause() : s.resume();
     showDetail();
@@ -184,7 +193,7 @@ async function runSyslog(opts: Options, ctx: InputContext): Promise<void> {
   };
 
   const acceptUdp = (msg: Uint8Array, ip: string | null) => {
-    if (batcher.busy && batcher.queued >= UDP_DROP_EVENTS) {
+    if (batcher.busy && batcher.queued >= limits.udpDropEvents) {
       udpDropped++;
       if (udpDropped === 1 || udpDropped % 1000 === 0) {
         ctx.reportError(new Error(`spool full: ${udpDropped} UDP datagrams dropped`));

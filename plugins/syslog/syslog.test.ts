@@ -4,10 +4,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { createSocket } from "node:dgram";
 import fc from "fast-check";
-import plugin from "./index.ts";
+import plugin, { runSyslog, type QueueLimits } from "./index.ts";
 import { parseSyslog, type SyslogEvent } from "./parse.ts";
 import { SyslogFramer } from "./framer.ts";
 import { Spool } from "../../agent/spool.ts";
@@ -194,14 +194,14 @@ interface Harness {
   counters: InputCounters;
 }
 
-async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promise<void>, spoolBytes = 64 << 20) {
+async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promise<void>, spoolBytes = 64 << 20, limits?: QueueLimits) {
   const dir = await mkdtemp(join(tmpdir(), "syslog-input-"));
   const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: spoolBytes, whenFull: "block", fsync: 5, log: silentLogger });
   const state = new StateStore(join(dir, "state"));
   const ac = new AbortController();
   const c = createInputContext({ name: "sys", spool, state, route: "sys", log: silentLogger, signal: ac.signal, hostname: "test" });
-  const input = plugin.create(plugin.options.parse(raw), c);
-  const done = input.run();
+  const opts = plugin.options.parse(raw);
+  const done = limits ? runSyslog(opts, c, limits) : plugin.create(opts, c).run();
   const got: SyslogEvent[] = [];
   try {
     const deadline = Date.now() + 3000;
@@ -322,6 +322,33 @@ test("input: a full spool pauses TCP reading, and nothing is lost once it drains
   }, 256 << 10);
 });
 
+test("input: a full spool drops UDP datagrams and counts them", async () => {
+  await withInput({ listen: ["udp://127.0.0.1:0"] }, async (t) => {
+    const udp = createSocket("udp4");
+    const { port } = t.addr("udp");
+    const n = 3000;
+    for (let i = 0; i < n; i++) {
+      await new Promise<void>((r) => udp.send(enc(`<13>Nov 27 10:00:00 host app: datagram ${i} ${"p".repeat(200)}`), port, "127.0.0.1", () => r()));
+      // Paced, so the kernel's socket buffers do not drop them before the input sees them.
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 1));
+    }
+    const deadline = Date.now() + 3000;
+    while (!((t.counters.detail.udp_dropped as number) > 0)) {
+      if (Date.now() > deadline) assert.fail(`no UDP drop counted while the spool was full: ${JSON.stringify(t.counters)}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(t.counters.errors >= 1);
+    assert.match(t.counters.last_error ?? "", /UDP datagrams dropped/);
+    // Once the spool drains, datagrams are taken again.
+    const before = (await t.events(1)).length;
+    udp.send(enc("<13>Nov 27 10:00:00 host app: after the drain"), port, "127.0.0.1");
+    let evs: SyslogEvent[] = [];
+    while (!evs.some((e) => e.message === "after the drain")) evs = await t.events(Math.max(before, evs.length) + 1);
+    udp.close();
+    assert.ok(evs.length + (t.counters.detail.udp_dropped as number) <= n + 1);
+  }, 128 << 10, { tcpPauseEvents: 100, udpDropEvents: 200 });
+});
+
 test("input: max_connections refuses extra connections; idle connections are closed", async () => {
   await withInput({ listen: ["tcp://127.0.0.1:0"], max_connections: 1, idle_timeout: "150ms" }, async (t) => {
     const { port } = t.addr("tcp");
@@ -342,6 +369,25 @@ test("input: max_connections refuses extra connections; idle connections are clo
     const idleFor = await first.closed;
     assert.ok(idleFor >= 100, `closed after ${idleFor} ms`);
   });
+});
+
+test("input: a port already in use fails run() instead of hanging", async () => {
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen(0, "127.0.0.1", () => r()));
+  const port = (busy.address() as { port: number }).port;
+  const dir = await mkdtemp(join(tmpdir(), "syslog-input-"));
+  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 1 << 20, whenFull: "block", fsync: 5, log: silentLogger });
+  const ac = new AbortController();
+  try {
+    const c = createInputContext({ name: "sys", spool, state: new StateStore(join(dir, "state")), route: "sys", log: silentLogger, signal: ac.signal, hostname: "test" });
+    const input = plugin.create(plugin.options.parse({ listen: ["udp://127.0.0.1:0", `tcp://127.0.0.1:${port}`] }), c);
+    await assert.rejects(input.run(), /EADDRINUSE|in use/i);
+  } finally {
+    ac.abort();
+    await new Promise<void>((r) => busy.close(() => r()));
+    await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("options: defaults, units and bad listen addresses", () => {
