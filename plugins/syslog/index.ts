@@ -44,6 +44,8 @@ export interface QueueLimits {
   udpDropEvents: number;
 }
 
+const UDP_RECV_BUFFER_BYTES = 8 * 1024 * 1024;
+
 export const DEFAULT_LIMITS: QueueLimits = { tcpPauseEvents: 10_000, udpDropEvents: 50_000 };
 const EMIT_BATCH = 5_000;
 
@@ -239,6 +241,12 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
             resolve();
           });
         });
+        // A larger kernel buffer absorbs bursts while the event loop is busy (capped by net.core.rmem_max).
+        try {
+          udp.setRecvBufferSize(UDP_RECV_BUFFER_BYTES);
+        } catch {
+          // not supported by this runtime: keep the system default
+        }
         udp.on("error", (err) => ctx.reportError(err));
         udp.on("message", (msg: Uint8Array, rinfo) => {
           try {

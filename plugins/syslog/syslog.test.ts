@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -399,4 +401,49 @@ test("options: defaults, units and bad listen addresses", () => {
   for (const bad of [{ listen: ["http://x:1"] }, { listen: [] }, { listen: ["udp://host"] }, { listen: ["udp://h:1"], nope: 1 }]) {
     assert.equal(plugin.options.safeParse(bad).success, false, JSON.stringify(bad));
   }
+});
+
+// Debian's loggen (syslog-ng-core), a real syslog client, against the real input.
+const LOGGEN = ["/usr/bin/loggen", "/usr/sbin/loggen"].find((p) => existsSync(p));
+
+function loggen(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(LOGGEN!, args, { timeout: 60_000 }, (err, stdout, stderr) => (err ? reject(new Error(`loggen: ${stderr || err}`)) : resolve(stderr + stdout))),
+  );
+}
+
+test("loggen: 20,000 RFC 5424 octet-counted over TCP, 5,000 RFC 3164 LF over TCP, 2,000 over UDP", { skip: LOGGEN ? false : "loggen is not installed (apt-get install syslog-ng-core)" }, async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"] }, async (t) => {
+    const tcp = String(t.addr("tcp").port);
+    const udp = String(t.addr("udp").port);
+    // Deno's node:dgram receives only a few hundred datagrams a second (a known limit of the
+    // input under Deno, see README), so there the UDP part is smaller and slower.
+    const deno = !!(globalThis as { Deno?: unknown }).Deno;
+    const udpCount = deno ? 200 : 2000;
+    await loggen(["--inet", "--dgram", "--rate", deno ? "100" : "20000", "--number", String(udpCount), "127.0.0.1", udp]);
+    await loggen(["--inet", "--stream", "--syslog-proto", "--sdata", '[origin@32473 ip="192.0.2.1" software="loggen"]', "--size", "200", "--rate", "200000", "--number", "20000", "127.0.0.1", tcp]);
+    await loggen(["--inet", "--stream", "--rate", "200000", "--number", "5000", "127.0.0.1", tcp]);
+    const evs = await t.events(25_000 + udpCount).catch(async (err) => {
+      const partial = await t.events(0);
+      const by = (p: (e: SyslogEvent) => boolean) => partial.filter(p).length;
+      throw new Error(`${err.message} (tcp 5424 ${by((e) => e.format === "rfc5424")}, tcp 3164 ${by((e) => e.transport === "tcp" && e.format === "rfc3164")}, udp ${by((e) => e.transport === "udp")}, ${JSON.stringify(t.counters.detail)})`);
+    });
+    assert.equal(evs.length, 25_000 + udpCount);
+    const r5424 = evs.filter((e) => e.format === "rfc5424" && e.transport === "tcp");
+    const r3164tcp = evs.filter((e) => e.format === "rfc3164" && e.transport === "tcp");
+    const viaUdp = evs.filter((e) => e.transport === "udp");
+    assert.deepEqual([r5424.length, r3164tcp.length, viaUdp.length], [20_000, 5_000, udpCount]);
+    for (const e of [...r5424, ...r3164tcp, ...viaUdp]) {
+      assert.match(e.appname ?? "", /^prg\d+$/);
+      assert.match(e.procid ?? "", /^\d+$/);
+      assert.ok(e.hostname, "hostname parsed");
+      assert.match(e.message ?? "", /seq: \d+/);
+      assert.match(e.timestamp ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)$/);
+      assert.equal(e.source_ip, "127.0.0.1");
+    }
+    for (const e of r5424) assert.deepEqual(e.structured_data?.["origin@32473"], { ip: "192.0.2.1", software: "loggen" });
+    // every sequence number of the 5424 run arrived once
+    const seqs = new Set(r5424.map((e) => /seq: (\d+)/.exec(e.message!)![1]));
+    assert.equal(seqs.size, 20_000);
+  });
 });
