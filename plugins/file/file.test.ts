@@ -13,6 +13,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
+import { drainSpool } from "../../test/drain.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -111,18 +112,7 @@ async function withEnv(fn: (env: Env) => Promise<void>) {
   const running: Array<() => Promise<void>> = [];
   const env: Env = {
     dir, spool, state, events: [],
-    collect() {
-      for (;;) {
-        const recs = spool.read(64 << 20);
-        if (recs.length === 0) break;
-        for (const r of recs) {
-          const body = new TextDecoder().decode(r.payload);
-          for (const e of body.split("\n").slice(0, -1)) env.events.push({ kind: r.kind, event: e });
-          spool.ack(r.id);
-        }
-      }
-      return env.events;
-    },
+    collect: () => drainSpool(spool, env.events),
     async waitForCount(n, ms = 5000) {
       const deadline = Date.now() + ms;
       while (env.collect().length < n) {

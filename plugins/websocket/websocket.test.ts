@@ -14,6 +14,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { createLogger } from "../../agent/log.ts";
+import { drainSpool } from "../../test/drain.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,18 +76,7 @@ async function withEnv(serverOpts: Record<string, unknown>, fn: (env: Env) => Pr
   const env: Env = {
     wss, logs, events: [],
     url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}/events`,
-    collect() {
-      for (;;) {
-        const recs = spool.read(64 << 20);
-        if (recs.length === 0) break;
-        for (const r of recs) {
-          const body = new TextDecoder().decode(r.payload);
-          for (const e of body.split("\n").slice(0, -1)) env.events.push({ kind: r.kind, event: e });
-          spool.ack(r.id);
-        }
-      }
-      return env.events;
-    },
+    collect: () => drainSpool(spool, env.events),
     async waitForCount(n, ms = 5000) {
       const deadline = Date.now() + ms;
       while (env.collect().length < n) {
