@@ -13,7 +13,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { drainSpool } from "../../test/drain.ts";
+import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -121,17 +121,11 @@ async function withEnv(fn: (env: Env) => Promise<void>) {
       }
     },
     start(raw) {
-      const ac = new AbortController();
-      const ctx = createInputContext({ name: "logs", spool, state, route: "logs", log: silentLogger, signal: ac.signal, hostname: "test" });
-      const input = plugin.create(plugin.options.parse({ glob_interval: "20ms", poll_interval: "5ms", ...raw }), ctx);
-      const done = input.run();
-      let stopped = false;
-      const stop = async () => {
-        if (stopped) return;
-        stopped = true;
-        ac.abort();
-        await done;
-      };
+      let ctx!: ReturnType<typeof createInputContext>;
+      const { stop } = runInput((signal) => {
+        ctx = createInputContext({ name: "logs", spool, state, route: "logs", log: silentLogger, signal, hostname: "test" });
+        return plugin.create(plugin.options.parse({ glob_interval: "20ms", poll_interval: "5ms", ...raw }), ctx).run();
+      });
       running.push(stop);
       return { stop, counters: ctx.counters };
     },

@@ -9,6 +9,7 @@ import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
+import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -21,28 +22,17 @@ async function withManualInput(raw: Record<string, unknown>, fn: (env: {
   const dir = await mkdtemp(join(tmpdir(), "manual-input-"));
   // A one-minute fsync interval: only the submit's own sync makes its events durable at once.
   const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 60_000, log: silentLogger });
-  const ac = new AbortController();
-  const ctx = createInputContext({
-    name: "hand", spool, state: new StateStore(join(dir, "state")), route: "hand",
-    log: silentLogger, signal: ac.signal, hostname: "test",
+  let input!: ReturnType<typeof plugin.create>;
+  const { stop } = runInput((signal) => {
+    const ctx = createInputContext({
+      name: "hand", spool, state: new StateStore(join(dir, "state")), route: "hand",
+      log: silentLogger, signal, hostname: "test",
+    });
+    input = plugin.create(plugin.options.parse(raw), ctx);
+    return input.run();
   });
-  const input = plugin.create(plugin.options.parse(raw), ctx);
-  const running = input.run();
-  const events = () => {
-    const out: Array<{ kind: string; event: string }> = [];
-    for (const r of spool.read(64 << 20)) {
-      for (const e of new TextDecoder().decode(r.payload).split("\n").slice(0, -1)) out.push({ kind: r.kind, event: e });
-      spool.ack(r.id);
-    }
-    return out;
-  };
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    ac.abort();
-    await running;
-  };
+  // the events handed over since the last call
+  const events = () => drainSpool(spool, []);
   try {
     await fn({ input, spool, events, stop });
   } finally {

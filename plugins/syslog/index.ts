@@ -220,13 +220,7 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       if (l.protocol === "tcp") {
         const server = createServer(acceptTcp);
         servers.push(server);
-        await new Promise<void>((resolve, reject) => {
-          server.once("error", reject);
-          server.listen(l.port, l.host, () => {
-            server.off("error", reject);
-            resolve();
-          });
-        });
+        await bound(server, (done) => server.listen(l.port, l.host, done));
         server.on("error", (err) => ctx.reportError(err));
         const addr = server.address();
         const port = typeof addr === "object" && addr ? addr.port : l.port;
@@ -234,13 +228,7 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       } else {
         const udp = createSocket({ type: l.host.includes(":") ? "udp6" : "udp4", reuseAddr: false });
         udps.push(udp);
-        await new Promise<void>((resolve, reject) => {
-          udp.once("error", reject);
-          udp.bind(l.port, l.host, () => {
-            udp.off("error", reject);
-            resolve();
-          });
-        });
+        await bound(udp, (done) => udp.bind(l.port, l.host, done));
         // A larger kernel buffer absorbs bursts while the event loop is busy (capped by net.core.rmem_max).
         try {
           udp.setRecvBufferSize(UDP_RECV_BUFFER_BYTES);
@@ -277,4 +265,15 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     // What was received is handed over if the spool takes it quickly; stop must not hang on a full spool.
     await batcher.drain(500);
   }
+}
+
+/** Resolves once `start` reports the socket bound; a bind error (e.g. port in use) rejects. */
+function bound(socket: { once(e: "error", f: (err: Error) => void): unknown; off(e: "error", f: (err: Error) => void): unknown }, start: (done: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    start(() => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
 }

@@ -17,6 +17,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
+import { drainSpool } from "../../test/plugin-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -221,10 +222,7 @@ async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promi
       async events(n) {
         const until = Date.now() + 5000;
         while (got.length < n) {
-          for (const r of spool.read(64 << 20)) {
-            for (const line of dec(r.payload).split("\n").slice(0, -1)) got.push(JSON.parse(line));
-            spool.ack(r.id);
-          }
+          for (const { event } of drainSpool(spool, [])) got.push(JSON.parse(event));
           if (got.length >= n) break;
           if (Date.now() > until) assert.fail(`expected ${n} events, got ${got.length}`);
           await new Promise((r) => setTimeout(r, 5));

@@ -14,7 +14,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { createLogger } from "../../agent/log.ts";
-import { drainSpool } from "../../test/drain.ts";
+import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -85,18 +85,12 @@ async function withEnv(serverOpts: Record<string, unknown>, fn: (env: Env) => Pr
       }
     },
     start(raw) {
-      const ac = new AbortController();
       const log = createLogger("debug", { write: (l) => { logs.push(l); } });
-      const ctx = createInputContext({ name: "honeypot", spool, state, route: "honeypot", log, signal: ac.signal, hostname: "test" });
-      const input = plugin.create(plugin.options.parse({ url: env.url, reconnect_min: "10ms", reconnect_max: "50ms", ...raw }), ctx);
-      const done = input.run();
-      let stopped = false;
-      const stop = async () => {
-        if (stopped) return;
-        stopped = true;
-        ac.abort();
-        await done;
-      };
+      let ctx!: ReturnType<typeof createInputContext>;
+      const { stop, done } = runInput((signal) => {
+        ctx = createInputContext({ name: "honeypot", spool, state, route: "honeypot", log, signal, hostname: "test" });
+        return plugin.create(plugin.options.parse({ url: env.url, reconnect_min: "10ms", reconnect_max: "50ms", ...raw }), ctx).run();
+      });
       running.push(stop);
       return { stop, counters: ctx.counters, done };
     },

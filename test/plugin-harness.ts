@@ -1,4 +1,4 @@
-// Plugin tests read what an input handed to the real spool: every event, acknowledged as read.
+// Plugin tests: run an input against the real spool, and read back every event it handed over.
 import type { Spool } from "../agent/spool.ts";
 
 export interface SpooledEvent {
@@ -17,4 +17,15 @@ export function drainSpool(spool: Spool, into: SpooledEvent[]): SpooledEvent[] {
       spool.ack(r.id);
     }
   }
+}
+
+/**
+ * Runs an input until the returned stop() (idempotent) aborts it and waits for run() to return.
+ * `run` receives the abort signal to build its context with.
+ */
+export function runInput(run: (signal: AbortSignal) => Promise<void>): { stop: () => Promise<void>; done: Promise<void> } {
+  const ac = new AbortController();
+  const done = run(ac.signal);
+  let stopping: Promise<void> | undefined;
+  return { done, stop: () => (stopping ??= (ac.abort(), done)) };
 }
