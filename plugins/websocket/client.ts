@@ -6,6 +6,7 @@ import type { InputContext } from "../../agent/plugin.ts";
 import { Backoff, sleep } from "../../agent/helpers/backoff.ts";
 import { errorMessage } from "../../agent/log.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
+import { HeldFrames } from "./held.ts";
 
 export interface WebsocketOptions {
   url: string;
@@ -14,6 +15,7 @@ export interface WebsocketOptions {
   ping_interval: number;
   reconnect_min: number;
   reconnect_max: number;
+  max_message_size: number;
 }
 
 /** A connection that stayed up this long is healthy: the next failure starts backoff afresh. */
@@ -37,9 +39,41 @@ export function redactUrl(url: string): string {
   }
 }
 
+/**
+ * Why a connection ended, from the ws package's error. Its frame parser closes the connection
+ * itself with the code RFC 6455 asks for; the reason names that code so the log says what the
+ * server was told.
+ */
+export function describeWsError(err: unknown, maxMessageSize: number): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const msg = errorMessage(err);
+  switch (code) {
+    case "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH":
+      return `a message larger than max_message_size (${maxMessageSize} bytes); closed with code 1009`;
+    case "WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH":
+      return `${msg}; closed with code 1009`;
+    case "WS_ERR_INVALID_UTF8":
+      return `${msg}; closed with code 1007`;
+    case "WS_ERR_INVALID_OPCODE":
+    case "WS_ERR_UNEXPECTED_RSV_1":
+    case "WS_ERR_UNEXPECTED_RSV_2_3":
+    case "WS_ERR_UNEXPECTED_MASK":
+    case "WS_ERR_EXPECTED_MASK":
+    case "WS_ERR_EXPECTED_FIN":
+    case "WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH":
+    case "WS_ERR_INVALID_CLOSE_CODE":
+      return `protocol error from the server: ${msg}; closed with code 1002`;
+    default:
+      return msg;
+  }
+}
+
 export class WebsocketClient {
   private readonly backoff: Backoff;
   private disconnects = 0;
+  /** Most frames / bytes held at once since the input started (status detail). */
+  private heldFramesMax = 0;
+  private heldBytesMax = 0;
 
   constructor(private readonly opts: WebsocketOptions, private readonly ctx: InputContext) {
     this.backoff = new Backoff({ baseMs: Math.max(1, opts.reconnect_min), capMs: Math.max(opts.reconnect_min, opts.reconnect_max) });
@@ -48,14 +82,14 @@ export class WebsocketClient {
   async run(): Promise<void> {
     const { ctx } = this;
     const log = ctx.log.child({ url: redactUrl(this.opts.url) });
-    ctx.setDetail({ connected: false, connected_since: null, disconnects: 0 });
+    ctx.setDetail({ connected: false, connected_since: null, disconnects: 0, reading_paused: false, held_frames_max: 0, held_bytes_max: 0 });
     let downSince: number | null = null;
     while (!ctx.signal.aborted) {
       const end = await this.session((openedAt) => {
         if (downSince === null) log.info("websocket connected");
         else log.info("websocket reconnected", { disconnected_ms: openedAt - downSince });
         ctx.setDetail({ connected: true, connected_since: new Date(openedAt).toISOString() });
-      });
+      }, log);
       if (ctx.signal.aborted) break;
       const now = Date.now();
       if (end.openedAt !== null) {
@@ -73,36 +107,61 @@ export class WebsocketClient {
       });
       await sleep(delay, ctx.signal);
     }
-    ctx.setDetail({ connected: false, connected_since: null });
+    ctx.setDetail({ connected: false, connected_since: null, reading_paused: false });
   }
 
   /** One connection, from dialling to its end; every frame received is emitted before it resolves. */
-  private session(onOpen: (openedAt: number) => void): Promise<SessionEnd> {
+  private session(onOpen: (openedAt: number) => void, log: InputContext["log"]): Promise<SessionEnd> {
     const { ctx, opts } = this;
     return new Promise<SessionEnd>((resolve, reject) => {
       let openedAt: number | null = null;
       let finished = false;
-      const queue: string[] = [];
+      const held = new HeldFrames();
       let pumping: Promise<void> | null = null;
       let emitFailure: unknown = null;
+      // Set by our ping, cleared by anything heard from the server (a pong or a frame).
       let awaitingPong = false;
+      let paused = false;
 
-      const ws = new WebSocket(opts.url, { headers: opts.headers, perMessageDeflate: false });
-      // The ws package exposes its net.Socket as _socket (Node, Deno); Bun's ws has none, so
-      // there frames received during a pending emit wait in `queue` instead.
-      const socket = () => (ws as unknown as { _socket?: { pause?(): void; resume?(): void } })._socket;
+      const ws = new WebSocket(opts.url, { headers: opts.headers, perMessageDeflate: false, maxPayload: opts.max_message_size });
+
+      // ws.pause() stops reading the TCP socket under both runtimes (Bun's built-in ws pauses
+      // its native reader; the npm package pauses its net.Socket), so a server that keeps
+      // sending is held back by TCP flow control instead of filling our memory.
+      const pauseReading = () => {
+        if (paused || finished) return;
+        paused = true;
+        ws.pause();
+        log.debug("websocket reading paused: the spool is not taking events fast enough", { held_frames: held.frames, held_bytes: held.bytes });
+        ctx.setDetail({ reading_paused: true });
+      };
+      const resumeReading = () => {
+        if (!paused) return;
+        paused = false;
+        // The server's pong may sit behind everything it queued while we were not reading.
+        awaitingPong = false;
+        if (!finished) ws.resume();
+        ctx.setDetail({ reading_paused: false });
+      };
+      const publishHeldMax = () => {
+        if (held.framesMax <= this.heldFramesMax && held.bytesMax <= this.heldBytesMax) return;
+        this.heldFramesMax = Math.max(this.heldFramesMax, held.framesMax);
+        this.heldBytesMax = Math.max(this.heldBytesMax, held.bytesMax);
+        ctx.setDetail({ held_frames_max: this.heldFramesMax, held_bytes_max: this.heldBytesMax });
+      };
 
       const pump = async () => {
         try {
-          while (queue.length > 0 && emitFailure === null) {
+          while (held.queued > 0 && emitFailure === null) {
             // Let the frames of one read gather, so they go to the spool as one batch.
             await new Promise<void>((r) => setTimeout(r, 0));
-            const frames = queue.splice(0);
-            socket()?.pause?.();
+            const batch = held.take();
             try {
-              await this.emit(frames);
+              await this.emit(batch.frames);
             } finally {
-              if (!finished) socket()?.resume?.();
+              held.release(batch);
+              publishHeldMax();
+              if (held.belowResumeMark()) resumeReading();
             }
           }
         } catch (err) {
@@ -116,8 +175,8 @@ export class WebsocketClient {
       // A connection that never opens, or a server that stops answering pings, is dead.
       const timer = setInterval(() => {
         if (openedAt === null) return end(`no connection within ping_interval (${opts.ping_interval} ms)`);
-        // While an emit waits (spool full) the socket is paused and a pong cannot be read.
-        if (pumping) return;
+        // While reading is paused (spool full) a pong cannot be read.
+        if (paused) return;
         if (awaitingPong) return end(`no pong within ping_interval (${opts.ping_interval} ms)`);
         awaitingPong = true;
         ws.ping();
@@ -127,15 +186,19 @@ export class WebsocketClient {
       ctx.signal.addEventListener("abort", onAbort, { once: true });
 
       ws.on("open", () => {
+        // A handshake given up on (timeout, stop) can still complete in the ws package.
+        if (finished) return;
         openedAt = Date.now();
         onOpen(openedAt);
       });
       ws.on("message", (data: RawData) => {
-        queue.push(rawToString(data));
+        awaitingPong = false;
+        held.add(rawToString(data), rawByteLength(data));
+        if (held.aboveHighWaterMark()) pauseReading();
         pumping ??= pump();
       });
       ws.on("pong", () => { awaitingPong = false; });
-      ws.on("error", (err: Error) => end(errorMessage(err)));
+      ws.on("error", (err: Error) => end(describeWsError(err, opts.max_message_size)));
       ws.on("close", (code: number, reason: Buffer) => {
         const why = reason?.length ? `: ${reason.toString()}` : "";
         end(`closed by the server (code ${code}${why})`);
@@ -148,11 +211,13 @@ export class WebsocketClient {
         ctx.signal.removeEventListener("abort", onAbort);
         ws.terminate();
         // Frames that arrived before the end still go to the spool; a stop waits only briefly.
-        pumping ??= queue.length > 0 ? pump() : null;
+        pumping ??= held.queued > 0 ? pump() : null;
         if (pumping) {
           if (ctx.signal.aborted) await Promise.race([pumping, sleep(STOP_FLUSH_MS)]);
           else await pumping;
         }
+        paused = false;
+        ctx.setDetail({ reading_paused: false });
         if (emitFailure !== null) reject(emitFailure);
         else resolve({ openedAt, reason });
       }
@@ -171,6 +236,21 @@ const decoder = new TextDecoder();
 
 function rawToString(data: RawData): string {
   if (typeof data === "string") return data;
-  if (Array.isArray(data)) return data.map((b) => decoder.decode(b)).join("");
+  // Fragments are joined before decoding: a UTF-8 sequence may span two of them.
+  if (Array.isArray(data)) return decoder.decode(concatBytes(data));
   return decoder.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, b) => n + b.byteLength, 0));
+  let at = 0;
+  for (const b of parts) { out.set(b, at); at += b.byteLength; }
+  return out;
+}
+
+function rawByteLength(data: RawData): number {
+  const maybeText: unknown = data;
+  if (typeof maybeText === "string") return maybeText.length;
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.byteLength, 0);
+  return data.byteLength;
 }

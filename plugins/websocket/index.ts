@@ -2,7 +2,7 @@
 // (e.g. Logstash's websocket output relaying a honeypot's events).
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import { duration, size } from "../../agent/units.ts";
 import { WebsocketClient } from "./client.ts";
 
 const options = z.object({
@@ -23,6 +23,9 @@ const options = z.object({
     .describe("How often the server is pinged; no pong before the next ping (or no connection within it) means the connection is dead and is reopened."),
   reconnect_min: duration().prefault("1s").describe("Ceiling of the first reconnect delay (exponential backoff with full jitter)."),
   reconnect_max: duration().prefault("1m").describe("Largest reconnect delay."),
+  max_message_size: size().prefault("16MiB")
+    .refine((n) => n >= 1024, { message: "expected at least 1KiB" })
+    .describe("Largest message (all its fragments together) accepted; a larger one closes the connection with code 1009, logged, and it is dialled again."),
 }).strict();
 
 export default defineInput({

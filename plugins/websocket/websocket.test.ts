@@ -4,11 +4,15 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createServer } from "node:net";
+import type { Server, Socket } from "node:net";
+import { createHash } from "node:crypto";
 import { WebSocketServer } from "ws";
 import type { WebSocket } from "ws";
 import plugin from "./index.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
 import { redactUrl } from "./client.ts";
+import { HeldFrames, HOLD_MAX_BYTES, HOLD_MAX_FRAMES } from "./held.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
@@ -41,7 +45,11 @@ test("text frames: each non-empty line is an event", () => {
 test("options: defaults, units, ws/wss only, unknown keys", () => {
   assert.deepEqual(plugin.options.parse({ url: "ws://127.0.0.1:3232/" }), {
     url: "ws://127.0.0.1:3232/", headers: {}, format: "json", ping_interval: 30_000, reconnect_min: 1000, reconnect_max: 60_000,
+    max_message_size: 16 << 20,
   });
+  assert.equal(plugin.options.parse({ url: "ws://h/", max_message_size: "64KiB" }).max_message_size, 64 << 10);
+  assert.equal(plugin.options.safeParse({ url: "ws://h/", max_message_size: "big" }).success, false);
+  assert.equal(plugin.options.safeParse({ url: "ws://h/", max_message_size: 10 }).success, false);
   assert.equal(plugin.options.safeParse({ url: "wss://logstash.example:443/events", headers: { Authorization: "Bearer x" } }).success, true);
   assert.equal(plugin.options.safeParse({}).success, false);
   assert.equal(plugin.options.safeParse({ url: "http://example.com/" }).success, false);
@@ -278,4 +286,181 @@ test("spool full (block): reading waits, the connection is kept (no ping timeout
     assert.equal(connections, 1);
     assert.equal(input.counters.detail.disconnects, 0);
   }, { maxBytes: 64 << 10, segmentBytes: 8 << 10 });
+});
+
+test("held frames: counted until the spool takes them; pause above the mark, resume below half of it", () => {
+  const held = new HeldFrames(1000, 10);
+  for (let i = 0; i < 4; i++) held.add("x".repeat(200), 200);
+  assert.equal(held.aboveHighWaterMark(), false);
+  const first = held.take();
+  assert.equal(first.frames.length, 4);
+  assert.equal(held.queued, 0);
+  held.add("y".repeat(200), 200);
+  assert.equal(held.aboveHighWaterMark(), true, "the batch still waiting for the spool counts");
+  held.release(first);
+  assert.deepEqual([held.frames, held.bytes, held.belowResumeMark()], [1, 200, true]);
+  assert.deepEqual([held.framesMax, held.bytesMax], [5, 1000]);
+  for (let i = 0; i < 9; i++) held.add("z", 1);
+  assert.equal(held.aboveHighWaterMark(), true, "the frame count has a mark of its own");
+});
+
+test("spool full (block): reading stops, the server backs up, memory stays bounded; then 100,000 frames arrive in order, once", async () => {
+  await withEnv({}, async (env) => {
+    const conn = nextConnection(env.wss);
+    const input = env.start({ ping_interval: "300ms" });
+    const { socket } = await conn;
+    // Sending 100,000 frames holds this process's event loop: let the client see the open first.
+    await waitFor(() => input.counters.detail.connected === true, "connected");
+    const N = 100_000;
+    const frame = (i: number) => {
+      const head = `{"n":${i},"pad":"`;
+      return head + "x".repeat(200 - head.length - 2) + '"}';
+    };
+    assert.equal(frame(12345).length, 200);
+    for (let i = 0; i < N; i++) socket.send(frame(i));
+    const sentBytes = N * 200;
+    await waitFor(() => input.counters.detail.reading_paused === true, "reading paused");
+    // Nobody drains the spool: the input must not read on, so once the kernel's socket buffers
+    // are full (a few MiB) the rest waits on the server's side and stays there.
+    await pause(300);
+    const backlog = socket.bufferedAmount;
+    await pause(300);
+    assert.equal(env.events.length, 0);
+    assert.equal(input.counters.detail.reading_paused, true);
+    assert.ok(socket.bufferedAmount > 4 << 20 && backlog - socket.bufferedAmount < 1 << 20,
+      `the server could not send: ${socket.bufferedAmount} of ${sentBytes} bytes still queued on its side (${backlog} before)`);
+    // Drain as a forwarder would: the input resumes and everything arrives.
+    const deadline = Date.now() + 60_000;
+    while (env.collect().length < N) {
+      if (Date.now() > deadline) assert.fail(`expected ${N} events, got ${env.events.length}`);
+      await pause(1);
+    }
+    await pause(50);
+    const got = env.collect().map((e) => JSON.parse(e.event).n as number);
+    assert.equal(got.length, N);
+    for (let i = 0; i < N; i++) if (got[i] !== i) assert.fail(`event ${i} is n=${got[i]}`);
+    const d = input.counters.detail;
+    assert.equal(d.disconnects, 0);
+    assert.equal(d.reading_paused, false);
+    // Held at once: the high-water mark plus what one socket read had already brought in.
+    assert.ok((d.held_frames_max as number) >= 1 && (d.held_frames_max as number) < HOLD_MAX_FRAMES + 5000, `held_frames_max ${d.held_frames_max}`);
+    assert.ok((d.held_bytes_max as number) < HOLD_MAX_BYTES + (2 << 20), `held_bytes_max ${d.held_bytes_max}`);
+  }, { maxBytes: 64 << 10, segmentBytes: 8 << 10 });
+});
+
+test("stop is prompt while reading is paused on a full spool", async () => {
+  await withEnv({}, async (env) => {
+    const conn = nextConnection(env.wss);
+    const input = env.start({});
+    const { socket } = await conn;
+    await waitFor(() => input.counters.detail.connected === true, "connected");
+    const frame = JSON.stringify({ pad: "x".repeat(200) });
+    for (let i = 0; i < 20_000; i++) socket.send(frame);
+    await waitFor(() => input.counters.detail.reading_paused === true, "reading paused");
+    const t0 = Date.now();
+    await input.stop();
+    assert.ok(Date.now() - t0 < 1000, "stopped within a second");
+    assert.equal(input.counters.detail.reading_paused, false);
+    assert.equal(input.counters.detail.connected, false);
+  }, { maxBytes: 64 << 10, segmentBytes: 8 << 10 });
+});
+
+// ---- a hand-made server: malformed frames, failed handshakes ---------------------------------
+
+const acceptFor = (key: string) => createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+
+/** A TCP server that reads the opening handshake and leaves the answer to `onRequest`. */
+async function rawServer(onRequest: (sock: Socket, key: string, n: number) => void): Promise<{ server: Server; url: string; closeCodes: number[] }> {
+  const closeCodes: number[] = [];
+  let n = 0;
+  const server = createServer((sock) => {
+    sock.on("error", () => {});
+    let head = Buffer.alloc(0);
+    let upgraded = false;
+    let frames = Buffer.alloc(0);
+    sock.on("data", (d: Buffer) => {
+      if (!upgraded) {
+        head = Buffer.concat([head, d]);
+        const end = head.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        upgraded = true;
+        const key = /^sec-websocket-key: *(\S+)/im.exec(head.subarray(0, end).toString())?.[1] ?? "";
+        onRequest(sock, key, n++);
+        return;
+      }
+      // The client's frames are masked and small here: note the codes of its close frames.
+      frames = Buffer.concat([frames, d]);
+      while (frames.length >= 6) {
+        const len = frames[1]! & 0x7f;
+        if (len > 125 || frames.length < 6 + len) break;
+        const payload = Buffer.from(frames.subarray(6, 6 + len));
+        for (let i = 0; i < len; i++) payload[i]! ^= frames[2 + (i & 3)]!;
+        if ((frames[0]! & 0x0f) === 8 && len >= 2) closeCodes.push(payload.readUInt16BE(0));
+        frames = frames.subarray(6 + len);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, url: `ws://127.0.0.1:${(server.address() as { port: number }).port}/`, closeCodes };
+}
+
+const upgrade = (sock: Socket, accept: string) =>
+  sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+const textFrame = (s: string) => Buffer.concat([Buffer.from([0x81, Buffer.byteLength(s)]), Buffer.from(s)]);
+
+test("malformed frames from the server close the connection with the right code, logged, and it is dialled again", async () => {
+  const bad: Array<[string, Buffer, number, RegExp]> = [
+    ["unknown opcode", Buffer.from([0x83, 0x01, 0x41]), 1002, /protocol error.*opcode/],
+    ["reserved bits", Buffer.from([0xc1, 0x01, 0x41]), 1002, /protocol error.*RSV/],
+    ["masked server frame", Buffer.from([0x81, 0x81, 1, 2, 3, 4, 0x40]), 1002, /protocol error.*MASK/],
+    ["64-bit length with the top bit set", Buffer.from([0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 1, 0x41]), 1009, /payload length.*1009/],
+    ["fragmented ping", Buffer.from([0x09, 0x01, 0x41]), 1002, /protocol error.*FIN/],
+    ["continuation without a start", Buffer.from([0x80, 0x01, 0x41]), 1002, /protocol error/],
+    ["text that is not UTF-8", Buffer.from([0x81, 0x02, 0xc3, 0x28]), 1007, /UTF-8.*1007/],
+    ["message over max_message_size in fragments", Buffer.concat([
+      Buffer.from([0x01, 126, 0x02, 0x00]), Buffer.alloc(512, 0x41), Buffer.from([0x80, 126, 0x02, 0x01]), Buffer.alloc(513, 0x41),
+    ]), 1009, /larger than max_message_size \(1024 bytes\).*1009/],
+  ];
+  const raw = await rawServer((sock, key, n) => {
+    upgrade(sock, acceptFor(key));
+    sock.write(textFrame(JSON.stringify({ before: n })));
+    if (n < bad.length) sock.write(bad[n]![1]);
+  });
+  await withEnv({}, async (env) => {
+    env.url = raw.url;
+    const input = env.start({ max_message_size: "1KiB" });
+    await env.waitForCount(bad.length + 1);
+    // Every frame sent before a bad one was kept.
+    assert.deepEqual(env.collect().map((e) => JSON.parse(e.event).before), Array.from({ length: bad.length + 1 }, (_, i) => i));
+    await waitFor(() => raw.closeCodes.length >= bad.length, "the client's close frames");
+    assert.deepEqual(raw.closeCodes, bad.map((b) => b[2]));
+    const reasons = env.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "websocket disconnected").map((l) => l.reason as string);
+    bad.forEach(([what, , , reason], i) => assert.match(reasons[i] ?? "", reason, what));
+    assert.equal(input.counters.detail.connected, true);
+    assert.equal(input.counters.detail.disconnects, bad.length);
+  });
+  await new Promise<void>((r) => raw.server.close(() => r()));
+});
+
+test("a failed handshake (403, wrong Sec-WebSocket-Accept, not HTTP) is logged and retried", async () => {
+  const raw = await rawServer((sock, key, n) => {
+    if (n === 0) sock.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    else if (n === 1) upgrade(sock, acceptFor(key + "x"));
+    else if (n === 2) sock.end("nonsense\r\n\r\n");
+    else { upgrade(sock, acceptFor(key)); sock.write(textFrame('{"finally":true}')); }
+  });
+  await withEnv({}, async (env) => {
+    env.url = raw.url;
+    const input = env.start({});
+    await env.waitForCount(1);
+    assert.equal(JSON.parse(env.collect()[0]!.event).finally, true);
+    const failures = env.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "websocket connection failed");
+    assert.equal(failures.length, 3);
+    assert.match(failures[0].reason, /403/);
+    assert.match(failures[1].reason, /Sec-WebSocket-Accept/);
+    assert.equal(typeof failures[2].reason, "string");
+    assert.equal(input.counters.errors, 3);
+    assert.equal(input.counters.detail.connected, true);
+  });
+  await new Promise<void>((r) => raw.server.close(() => r()));
 });
