@@ -1,18 +1,21 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
-import { appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, unlink, writeFile } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { appendFile, copyFile, mkdir, mkdtemp, open, readdir, readFile, rename, rm, truncate, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import plugin from "./index.ts";
 import { LineSplitter, toJsonEvents } from "./lines.ts";
+import { MultilineJoiner } from "./multiline.ts";
+import { codecFor } from "./encoding.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
+import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
@@ -33,8 +36,8 @@ function splitAll(chunks: Uint8Array[], max = 1 << 20): { out: string[]; splitte
   return { out, splitter };
 }
 
-test("lines: the same lines whatever the chunking, CRLF and multi-byte characters included", () => {
-  const input = enc("première ligne\r\n\nzweite Zeile ü€😀\nthird\r\n\r\nlast without newline");
+test("lines: the same lines whatever the chunking, CRLF, byte-order marks and multi-byte characters included", () => {
+  const input = enc("\uFEFFpremière ligne\r\n\nzweite Zeile ü€😀\n\uFEFFthird\r\n\r\nlast without newline");
   const expected = ["première ligne", "zweite Zeile ü€😀", "third"];
   for (let size = 1; size <= input.length; size++) {
     const chunks: Uint8Array[] = [];
@@ -79,17 +82,141 @@ test("json lines: objects stay as written, anything else becomes message + parse
   assert.match(JSON.parse(out[2]!).parse_error, /array/);
 });
 
+/** Every way of cutting `input` into chunks of one size. */
+function chunkings(input: Uint8Array, sizes: Iterable<number>): Array<[number, Uint8Array[]]> {
+  const out: Array<[number, Uint8Array[]]> = [];
+  for (const size of sizes) {
+    const chunks: Uint8Array[] = [];
+    for (let i = 0; i < input.length; i += size) chunks.push(input.slice(i, i + size));
+    out.push([size, chunks]);
+  }
+  return out;
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+test("lines: each line's end offset is reported exactly, whatever the chunking", () => {
+  const input = enc("ab\r\n\nçé😀 x\nthird\n\nlast");
+  // Offsets just after "ab\r\n" (4 bytes), "\n" (no event), "çé😀 x\n" (2+2+4+1+1+1) and "third\n".
+  const wantEnds = [4, 16, 22];
+  for (const [size, chunks] of chunkings(input, range(1, input.length + 1))) {
+    const splitter = new LineSplitter(1 << 20);
+    const out: string[] = [];
+    const ends: number[] = [];
+    let at = 0;
+    for (const c of chunks) {
+      splitter.push(c, out, ends, at);
+      at += c.length;
+    }
+    assert.deepEqual(out, ["ab", "çé😀 x", "third"], `chunk size ${size}`);
+    assert.deepEqual(ends, wantEnds, `chunk size ${size}`);
+    splitter.flush(out, ends, at);
+    assert.deepEqual([out.at(-1), ends.at(-1)], ["last", input.length]);
+  }
+  // Cut for length: each piece ends where the next begins.
+  const cut = new LineSplitter(4);
+  const out: string[] = [];
+  const ends: number[] = [];
+  cut.push(enc("abcdefghij\nk\n"), out, ends, 100);
+  assert.deepEqual(out, ["abcd", "efgh", "ij", "k"]);
+  assert.deepEqual(ends, [104, 108, 111, 113]);
+});
+
+test("lines: utf-16le (BOM, CRLF, surrogate pairs, odd chunk edges) and latin1 decode the same whatever the chunking", () => {
+  const text = "\uFEFFfirst ü\r\n\r\nsecond 😀 \u010A\nthird";
+  const bytes = new Uint8Array(text.length * 2);
+  for (let i = 0; i < text.length; i++) {
+    bytes[2 * i] = text.charCodeAt(i) & 0xff;
+    bytes[2 * i + 1] = text.charCodeAt(i) >> 8;
+  }
+  for (const [size, chunks] of chunkings(bytes, range(1, bytes.length + 1))) {
+    const splitter = new LineSplitter(1 << 20, codecFor("utf-16le"));
+    const out: string[] = [];
+    const ends: number[] = [];
+    let at = 0;
+    for (const c of chunks) {
+      splitter.push(c, out, ends, at);
+      at += c.length;
+    }
+    // U+010A is the bytes 0A 01: not a line break.
+    assert.deepEqual(out, ["first ü", "second 😀 \u010A"], `chunk size ${size}`);
+    // 10 code units (BOM, "first ü", CRLF), then an empty line (2 units), then 12 units.
+    assert.deepEqual(ends, [20, 48], `chunk size ${size}`);
+    assert.equal(splitter.pendingBytes, 10, `chunk size ${size}`);
+    splitter.flush(out);
+    assert.equal(out.at(-1), "third");
+  }
+  // A line cut for length keeps surrogate pairs whole.
+  const cut = new LineSplitter(6, codecFor("utf-16le"));
+  const out: string[] = [];
+  const pairBytes = new Uint8Array([0x61, 0, 0x62, 0, 0x3d, 0xd8, 0x00, 0xde, 0x63, 0, 0x0a, 0]); // "ab😀c\n"
+  cut.push(pairBytes, out);
+  assert.deepEqual(out, ["ab", "😀c"]);
+
+  const latin = new LineSplitter(1 << 20, codecFor("latin1"));
+  const lout: string[] = [];
+  latin.push(new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x20, 0x80, 0x0a, 0xff, 0x0a]), lout);
+  assert.deepEqual(lout, ["café €", "ÿ"]);
+});
+
+test("multiline joiner: start lines begin events, others are added; size bound splits (counted once); held-back start is exact", () => {
+  const j = new MultilineJoiner(/^\d{4}-/, 60, 0);
+  const out: string[] = [];
+  const lines = ["orphan continuation", "2024- first", "  at a", "  at b", "2024- second", "x".repeat(30), "y".repeat(30), "z".repeat(30)];
+  const ends: number[] = [];
+  let pos = 0;
+  for (const l of lines) ends.push((pos += l.length + 1));
+  j.push(lines.slice(0, 5), ends.slice(0, 5), out, 1);
+  assert.deepEqual(out, ["orphan continuation", "2024- first\n  at a\n  at b"]);
+  assert.equal(j.heldFrom, ends[3]);
+  j.push(lines.slice(5), ends.slice(5), out, 2);
+  // 13 + 31 + 31 bytes is over 60: the event is cut before the "y" line, and 31 + 31 again before the "z" line.
+  assert.deepEqual(out.slice(2), ["2024- second\n" + "x".repeat(30), "y".repeat(30)]);
+  assert.equal(j.splitEvents, 1);
+  j.flush(out);
+  assert.deepEqual(out.slice(4), ["z".repeat(30)]);
+  assert.equal(j.splitEvents, 1);
+  assert.equal(j.heldFrom, -1);
+  assert.equal(j.lastLineAt, 2);
+});
+
+test("json lines with multiline: a pretty-printed object becomes one line of the same JSON", () => {
+  const out = toJsonEvents(['{\n  "a": [1,\n 2],\n  "b": "x y"\n}', '{\n  "a": '], true);
+  assert.equal(out[0], '{   "a": [1,  2],   "b": "x y" }');
+  assert.deepEqual(JSON.parse(out[0]!), { a: [1, 2], b: "x y" });
+  assert.equal(JSON.parse(out[1]!).message, '{\n  "a": ');
+});
+
 test("options: defaults, units, required paths, unknown keys", () => {
   const o = plugin.options.parse({ paths: ["/var/log/auth.log"] });
   assert.deepEqual(o, {
     paths: ["/var/log/auth.log"], exclude: [], start_at: "beginning", format: "text", glob_interval: 1000,
     poll_interval: 250, max_line_bytes: 1 << 20, read_bytes: 1 << 20, close_inactive: 300_000,
+    close_removed_after: 5000, max_open_files: 1024, encoding: "utf-8",
   });
   assert.equal(plugin.options.safeParse({ paths: [] }).success, false);
   assert.equal(plugin.options.safeParse({}).success, false);
   assert.equal(plugin.options.safeParse({ paths: ["x"], start_at: "middle" }).success, false);
   assert.equal(plugin.options.safeParse({ paths: ["x"], poll_interval: "soon" }).success, false);
   assert.equal(plugin.options.safeParse({ paths: ["x"], follow: true }).success, false);
+  const ml = plugin.options.parse({ paths: ["x"], multiline: { start_pattern: "^\\d" }, encoding: "utf-16le" });
+  assert.deepEqual([ml.multiline, ml.encoding], [{ start_pattern: "^\\d", timeout: 1000 }, "utf-16le"]);
+  assert.equal(plugin.options.safeParse({ paths: ["x"], encoding: "ebcdic" }).success, false);
+  assert.equal(plugin.options.safeParse({ paths: ["x"], multiline: { start_pattern: "^x", negate: true } }).success, false);
+  assert.equal(plugin.options.safeParse({ paths: ["x"], max_open_files: 0 }).success, false);
+});
+
+test("config: a bad multiline.start_pattern is an error naming the key", () => {
+  const toml = (pattern: string) => `[api]\nurl = "http://127.0.0.1:1"\ntoken = "t"\norgid = "o"\n` +
+    `[inputs.app]\ntype = "file"\ntypetag = "app"\npaths = ["/var/log/app.log"]\nmultiline = { start_pattern = '${pattern}', timeout = "2s" }\n`;
+  const ok = parseConfig(toml("^\\d{4}-"), "/etc/agent.toml", { file: plugin }, {});
+  assert.deepEqual(ok.inputs.get("app")!.options.multiline, { start_pattern: "^\\d{4}-", timeout: 2000 });
+  assert.throws(() => parseConfig(toml("^(\\d{4}"), "/etc/agent.toml", { file: plugin }, {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.problems.length, 1);
+    assert.match(err.problems[0]!, /inputs\.app\.multiline\.start_pattern: not a valid regular expression/);
+    return true;
+  });
 });
 
 // ---- the input on real files and the real spool ---------------------------------------------
@@ -457,5 +584,360 @@ test("logrotate: rename+create four times, copytruncate once, a late file — ev
     const twice = got.filter((l) => (seen.has(l) ? true : (seen.add(l), false)));
     assert.deepEqual(twice.slice(0, 5), [], `${twice.length} lines twice`);
     assert.ok((await readdir(logs)).filter((f) => /^app\.log\.\d+$/.test(f)).length >= 5, "logrotate rotated five times");
+  });
+});
+
+// ---- multiline events ----------------------------------------------------------------------
+
+const STACK_START = "^\\d{4}-\\d{2}-\\d{2} ";
+
+interface SavedState {
+  files: Record<string, { path: string; offset: number }>;
+}
+
+/** Multiline text events arrive as JSON {"message": ...}: their messages. */
+const messages = (env: Env) =>
+  env.collect().map((e) => {
+    assert.equal(e.kind, "json");
+    const ev = JSON.parse(e.event);
+    assert.deepEqual(Object.keys(ev), ["message"]);
+    return ev.message as string;
+  });
+
+async function savedOffset(env: Env, path: string): Promise<number | undefined> {
+  const saved = await env.state.load<SavedState>("logs");
+  return Object.values(saved?.files ?? {}).find((f) => f.path === path)?.offset;
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await pause(5);
+  }
+}
+
+test("multiline: Java and Python stack traces become exactly the expected events; the quiet period flushes the last one", async () => {
+  await withEnv(async (env) => {
+    const expected = JSON.parse(await readFile(join(FIXTURES, "multiline/expected.json"), "utf8")) as Record<string, string[]>;
+    for (const name of ["java.log", "python.log"]) await copyFile(join(FIXTURES, "multiline", name), join(env.dir, name));
+    // Small reads, so events straddle read boundaries.
+    env.start({ paths: [join(env.dir, "*.log")], multiline: { start_pattern: STACK_START, timeout: "200ms" }, read_bytes: "1KiB" });
+    const want = expected["java.log"]!.length + expected["python.log"]!.length;
+    // The python file ends with a traceback: only the quiet period sends it.
+    await settlesAt(env, want);
+    const got = messages(env);
+    assert.deepEqual(got.filter((e) => e.startsWith("2024-05-14 09:")), expected["java.log"]);
+    assert.deepEqual(got.filter((e) => e.startsWith("2024-05-14 10:")), expected["python.log"]);
+    assert.ok(expected["python.log"]!.at(-1)!.endsWith("Connection refused"));
+  });
+});
+
+test("multiline: a restart while an event is being built loses nothing and repeats nothing", async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "app.log");
+    const first = "2024-05-14 09:00:00,001 INFO started";
+    const head = "2024-05-14 09:00:01,002 ERROR request failed\njava.lang.IllegalStateException: closed\n\tat a.B.c(B.java:1)\n";
+    const tail = "\tat a.B.d(B.java:2)\n\tat a.B.e(B.java:3)\n";
+    const third = "2024-05-14 09:00:02,003 INFO next";
+    await writeFile(path, `${first}\n${head}`);
+    // A quiet period longer than the test: only a start line or the end of the file completes an event.
+    let input = env.start({ paths: [path], multiline: { start_pattern: STACK_START, timeout: "1h" } });
+    await env.waitForCount(1);
+    // The checkpoint stops where the event being built starts (what a crash would resume from).
+    await waitFor(async () => (await savedOffset(env, path)) === enc(first + "\n").length, "the checkpoint at the held-back event");
+    await input.stop();
+    assert.deepEqual(messages(env), [first]);
+    assert.equal(await savedOffset(env, path), enc(first + "\n").length);
+    await appendFile(path, `${tail}${third}\n`);
+    input = env.start({ paths: [path], multiline: { start_pattern: STACK_START, timeout: "1h" } });
+    await settlesAt(env, 2);
+    await input.stop();
+    await appendFile(path, "2024-05-14 09:00:03,004 INFO last\n");
+    env.start({ paths: [path], multiline: { start_pattern: STACK_START, timeout: "100ms" } });
+    await settlesAt(env, 4);
+    assert.deepEqual(messages(env), [first, (head + tail).trimEnd(), third, "2024-05-14 09:00:03,004 INFO last"]);
+  });
+});
+
+test("multiline: the event being built is sent when its file is deleted; an oversized event is split and counted", async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "trace.log");
+    const frames = Array.from({ length: 40 }, (_, i) => `\tat com.example.Frame${i}.call(Frame${i}.java:${i + 1})`);
+    await writeFile(path, ["2024-05-14 09:00:00,000 ERROR boom", ...frames].join("\n") + "\n");
+    const input = env.start({ paths: [path], multiline: { start_pattern: STACK_START, timeout: "1h" }, max_line_bytes: "1KiB" });
+    await waitFor(() => env.collect().length >= 1, "the first part of the oversized event");
+    await pause(50);
+    await unlink(path);
+    await waitFor(() => input.counters.detail.files === 0, "the deleted file to be closed");
+    const got = messages(env);
+    assert.ok(got.length >= 2, `split into ${got.length} events`);
+    assert.ok(got.every((e) => enc(e).length <= 1024));
+    assert.deepEqual(got.join("\n").split("\n"), ["2024-05-14 09:00:00,000 ERROR boom", ...frames]);
+    assert.equal(input.counters.detail.split_events, 1);
+  });
+});
+
+test("multiline with format = json: pretty-printed objects become one-line JSON events", async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "events.json");
+    const objs = [{ eventid: "cowrie.login.failed", username: "root", password: "123456" }, { eventid: "cowrie.command.input", input: "uname -a" }];
+    await writeFile(path, objs.map((o) => JSON.stringify(o, null, 2)).join("\n") + "\n{\n  \"broken\": \n");
+    env.start({ paths: [path], format: "json", multiline: { start_pattern: "^\\{", timeout: "100ms" } });
+    await settlesAt(env, 3);
+    const got = env.collect();
+    assert.ok(got.every((e) => e.kind === "json" && !e.event.includes("\n")));
+    assert.deepEqual(got.slice(0, 2).map((e) => JSON.parse(e.event)), objs);
+    const broken = JSON.parse(got[2]!.event);
+    assert.equal(broken.message, '{\n  "broken": ');
+    assert.equal(typeof broken.parse_error, "string");
+  });
+});
+
+// ---- encodings -------------------------------------------------------------------------------
+
+test("encoding: invalid UTF-8 becomes U+FFFD and no line is lost or split", async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "bad.log");
+    const bytes = new Uint8Array([
+      ...enc("ok one\n"),
+      0x62, 0x61, 0x64, 0x20, 0xff, 0xfe, 0x20, 0xc3, 0x0a, // "bad ", two invalid bytes, " ", a cut 2-byte sequence
+      0xe2, 0x82, 0x20, 0x80, 0x0a, // a cut 3-byte sequence, then a lone continuation byte
+      ...enc("ok two\n"),
+    ]);
+    await writeFile(path, bytes);
+    env.start({ paths: [path] });
+    await settlesAt(env, 4);
+    assert.deepEqual(texts(env), ["ok one", "bad \uFFFD\uFFFD \uFFFD", "\uFFFD \uFFFD", "ok two"]);
+  });
+});
+
+test("encoding: 3- and 4-byte characters straddling read boundaries arrive intact", async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "wide.log");
+    // read_bytes is 1 KiB: put a 4-byte character across byte 1024 and a 3-byte one across byte 2048.
+    const line1 = "a".repeat(1022) + "😀" + "b".repeat(1021) + "€" + "tail";
+    assert.equal(enc(line1.slice(0, line1.indexOf("😀"))).length, 1022);
+    assert.equal(enc(line1.slice(0, line1.indexOf("€"))).length, 2047);
+    const all = [line1, "€".repeat(700), "中文日志 😀 ok"];
+    await writeFile(path, text(all));
+    env.start({ paths: [path], read_bytes: "1KiB" });
+    await settlesAt(env, 3);
+    assert.deepEqual(texts(env), all);
+  });
+});
+
+test("encoding: latin1 and utf-16le files", async () => {
+  await withEnv(async (env) => {
+    const latin = join(env.dir, "latin.log");
+    await writeFile(latin, new Uint8Array([...enc("caf"), 0xe9, 0x20, 0x80, 0x0a, ...enc("na"), 0xef, 0x76, 0x65, 0x0a]));
+    const utf16 = join(env.dir, "wide.log");
+    const lines16 = ["première ligne 😀", "x".repeat(700), "Ċ last"];
+    const body = "\uFEFF" + lines16.map((l) => l + "\r\n").join("");
+    const bytes = new Uint8Array(body.length * 2);
+    for (let i = 0; i < body.length; i++) {
+      bytes[2 * i] = body.charCodeAt(i) & 0xff;
+      bytes[2 * i + 1] = body.charCodeAt(i) >> 8;
+    }
+    await writeFile(utf16, bytes.subarray(0, 1500)); // ends inside a line, at an odd byte
+    const a = env.start({ paths: [latin], encoding: "latin1" });
+    await settlesAt(env, 2);
+    await a.stop();
+    assert.deepEqual(texts(env), ["café €", "naïve"]);
+    let b = env.start({ paths: [utf16], encoding: "utf-16le", read_bytes: "1KiB" });
+    await env.waitForCount(3);
+    await b.stop();
+    const offset = await savedOffset(env, utf16);
+    assert.ok(offset !== undefined && offset % 2 === 0 && offset < 1500, `offset ${offset}`);
+    await writeFile(utf16, bytes);
+    b = env.start({ paths: [utf16], encoding: "utf-16le", read_bytes: "1KiB" });
+    await settlesAt(env, 5);
+    assert.deepEqual(texts(env).slice(2), lines16);
+  });
+});
+
+// ---- deleted files, many files, descriptors, state size --------------------------------------
+
+/**
+ * Descriptors of this process open for reading only (as the input opens files; the test's own
+ * writes open them otherwise) whose target starts with `prefix`. Synchronous, so the input
+ * cannot open and close files while the list is taken (which would count some twice).
+ */
+function readFds(prefix: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (!target.startsWith(prefix)) continue;
+      const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
+      if (flags && (parseInt(flags[1]!, 8) & 3) === 0) out.push(target);
+    } catch {
+      // closed while listing
+    }
+  }
+  return out;
+}
+
+const HAS_PROC_FD = existsSync("/proc/self/fd");
+
+test("close_removed_after: a deleted file that is still written to is closed in time; every line written before the delete arrives", { skip: HAS_PROC_FD ? false : "needs /proc/self/fd" }, async () => {
+  await withEnv(async (env) => {
+    const path = join(env.dir, "deleted.log");
+    const writer = await open(path, "a");
+    try {
+      await writer.write(text(lines("d", 0, 300)));
+      // Small reads: the writer below appends faster than the input reads, so the input never
+      // catches up with the deleted file and only close_removed_after closes it.
+      const input = env.start({ paths: [path], close_removed_after: "300ms", read_bytes: "1KiB" });
+      await env.waitForCount(300);
+      assert.equal(new Set(readFds(path)).size, 1);
+      let n = 300;
+      await writer.write(text(lines("d", n, n + 50)));
+      n += 50;
+      await unlink(path);
+      const unlinkedAt = Date.now();
+      let closedAfter = -1;
+      while (Date.now() - unlinkedAt < 3000) {
+        await writer.write(text(lines("d", n, n + 4000))); // about 500 KB
+        n += 4000;
+        if (readFds(path).length === 0) {
+          closedAfter = Date.now() - unlinkedAt;
+          break;
+        }
+        await pause(5);
+      }
+      // 300 ms after the delete is seen (the glob listing sees it within 20 ms), with room for a busy machine.
+      assert.ok(closedAfter >= 0 && closedAfter < 2000, `closed ${closedAfter} ms after the delete`);
+      await waitFor(() => input.counters.detail.files === 0, "the file to be forgotten");
+      const got = texts(env);
+      assert.ok(got.length >= 350 && got.length < n, `${got.length} of ${n} lines read`);
+      assert.deepEqual(got.slice(0, 350), lines("d", 0, 350));
+      // What was read is what was written, in order; the last line may be cut where the read stopped.
+      const want = lines("d", 0, got.length);
+      for (let i = 0; i < got.length - 1; i++) if (got[i] !== want[i]) assert.fail(`event ${i}: ${got[i]}`);
+      assert.ok(want.at(-1)!.startsWith(got.at(-1)!), `last event: ${got.at(-1)}`);
+      await pause(100);
+      assert.equal(env.collect().length, got.length, "nothing is read after the file was closed");
+    } finally {
+      await writer.close();
+    }
+  });
+});
+
+test("1,000 files and a 50 MB file: every line arrives, small files first; idle, the input uses little CPU", async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    await mkdir(logs);
+    const small: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const ls = lines(`s${i}`, 0, 5);
+      small.push(...ls);
+      await writeFile(join(logs, `host-${String(i).padStart(4, "0")}.log`), text(ls));
+    }
+    const huge: string[] = [];
+    for (let i = 0, bytes = 0; bytes < 50 << 20; i++) {
+      const l = `huge line ${i} Failed password for invalid user admin from 192.0.2.${i % 256} port ${1024 + (i % 60000)} ssh2`;
+      huge.push(l);
+      bytes += l.length + 1;
+    }
+    await writeFile(join(logs, "huge.log"), text(huge));
+    // The default intervals: the CPU measured below is what an idle agent would use.
+    env.start({ paths: [join(logs, "*.log")], glob_interval: "1s", poll_interval: "250ms" });
+    await env.waitForCount(small.length + huge.length, 60_000);
+    const got = texts(env);
+    assert.equal(got.length, small.length + huge.length);
+    const gotHuge = got.filter((l) => l.startsWith("huge "));
+    for (let i = 0; i < huge.length; i++) if (gotHuge[i] !== huge[i]) assert.fail(`huge line ${i}: ${gotHuge[i]}`);
+    assert.deepEqual(got.filter((l) => l.startsWith("s")).sort(), small.sort());
+    // Round-robin: the small files are read while the huge one has had a few turns only.
+    let lastSmall = -1;
+    for (let i = 0; i < got.length; i++) if (!got[i]!.startsWith("huge ")) lastSmall = i;
+    const hugeBefore = lastSmall + 1 - small.length;
+    assert.ok(hugeBefore < huge.length / 4, `${hugeBefore} of ${huge.length} huge lines came before the last small line`);
+
+    // Idle: no timer per file, and idle files are checked less and less often.
+    env.events.length = 0;
+    await pause(500);
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    await pause(3000);
+    const cpu = process.cpuUsage(cpu0);
+    const share = (cpu.user + cpu.system) / 1000 / (performance.now() - t0);
+    assert.ok(share < 0.3, `idle CPU ${(share * 100).toFixed(1)}% of one core with 1,001 files`);
+    assert.equal(env.collect().length, 0);
+  });
+});
+
+test("max_open_files: 300 files with 40 descriptors: every line arrives, later lines too, never more than 40 open", { skip: HAS_PROC_FD ? false : "needs /proc/self/fd" }, async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    await mkdir(logs);
+    const want: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const ls = lines(`f${i}`, 0, 5); // under the 1 KiB fingerprint: only the checkpoint tells where to resume
+      want.push(...ls);
+      await writeFile(join(logs, `app-${i}.log`), text(ls));
+    }
+    let maxOpen = 0;
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        // Files, not descriptors: Deno's node:fs briefly duplicates a FileHandle's descriptor
+        // while an operation on it runs. Not the directory itself either, which the glob lists.
+        maxOpen = Math.max(maxOpen, new Set(readFds(logs + "/")).size);
+        await pause(2);
+      }
+    })();
+    try {
+      let input = env.start({ paths: [join(logs, "*.log")], max_open_files: 40 });
+      await env.waitForCount(want.length, 20_000);
+      for (let i = 0; i < 300; i += 3) {
+        const ls = lines(`f${i}`, 5, 7);
+        want.push(...ls);
+        await appendFile(join(logs, `app-${i}.log`), text(ls));
+      }
+      await settlesAt(env, want.length);
+      assert.deepEqual([...texts(env)].sort(), [...want].sort());
+      // A restart with more checkpointed files than descriptors resumes every one of them.
+      await input.stop();
+      for (let i = 1; i < 300; i += 3) {
+        const ls = lines(`f${i}`, 7, 8);
+        want.push(...ls);
+        await appendFile(join(logs, `app-${i}.log`), text(ls));
+      }
+      input = env.start({ paths: [join(logs, "*.log")], max_open_files: 40 });
+      await settlesAt(env, want.length);
+      assert.deepEqual([...texts(env)].sort(), [...want].sort());
+    } finally {
+      watching = false;
+      await watcher;
+    }
+    assert.ok(maxOpen > 0 && maxOpen <= 40, `at most ${maxOpen} files open`);
+  });
+});
+
+test("checkpoints of rotated-away and deleted files are pruned from the state", async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    const old = join(env.dir, "old");
+    await mkdir(logs);
+    await mkdir(old);
+    for (let i = 0; i < 50; i++) await writeFile(join(logs, `app-${i}.log`), text(lines(`a${i}`, 0, 3)));
+    const count = async () => Object.keys((await env.state.load<SavedState>("logs"))?.files ?? {}).length;
+    env.start({ paths: [join(logs, "*.log")], close_inactive: "200ms" });
+    await env.waitForCount(150);
+    await waitFor(async () => (await count()) === 50, "50 checkpoints");
+    // Daily rotation: half renamed out of the glob with a new file in its place, half deleted.
+    for (let i = 0; i < 50; i++) {
+      const path = join(logs, `app-${i}.log`);
+      if (i % 2 === 0) {
+        await rename(path, join(old, `app-${i}.log.1`));
+        await writeFile(path, text(lines(`b${i}`, 0, 1)));
+      } else await unlink(path);
+    }
+    await env.waitForCount(175);
+    await waitFor(async () => (await count()) === 25, "the checkpoints of the 25 new files only", 5000);
+    const saved = await env.state.load<SavedState>("logs");
+    assert.ok(Object.values(saved!.files).every((f) => f.path.startsWith(logs)));
   });
 });

@@ -1,18 +1,26 @@
-// Following a set of files named by globs. One loop serves every file: it lists the globs
-// every glob_interval, then reads each file that grew, at most read_bytes per file per
-// round (round-robin, so one busy file cannot starve the others), and sleeps poll_interval
-// when nothing grew. Files are held open by descriptor, so a renamed or deleted file is
-// still read to its end.
+// Following a set of files named by globs. One loop serves every file (no timer per file):
+// it lists the globs every glob_interval, then reads each file that grew, at most read_bytes
+// per file per round (round-robin, so one busy file cannot starve the others), and sleeps
+// poll_interval when nothing grew. A file that stays idle is asked for its size less and
+// less often; the glob listing, which stats every path anyway, wakes it when it changes.
+// Files are held open by descriptor, so a renamed or deleted file is still read to its end.
+// At most max_open_files are open: when more files have data, a file that is caught up (or
+// has had its turn) gives its descriptor to one that waits.
 //
 // Delivery: lines read from several files are handed to the spool in one batch; a file's
 // offset counts as taken only once its batch is in the spool, and the checkpoint (which the
-// core saves once those events are durable) holds only taken offsets.
+// core saves once those events are durable) holds only taken offsets. Bytes of an unfinished
+// line or of a multiline event still being built are never covered by a checkpoint.
 import { open, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import type { InputContext } from "../../agent/plugin.ts";
 import { expandGlobs } from "../../agent/helpers/glob.ts";
 import { sleep } from "../../agent/helpers/backoff.ts";
-import { LineSplitter, toJsonEvents } from "./lines.ts";
+import { LineSplitter, toJsonEvents, toMessageEvents } from "./lines.ts";
+import { MultilineJoiner } from "./multiline.ts";
+import { codecFor } from "./encoding.ts";
+import type { Codec, EncodingName } from "./encoding.ts";
+import { openFilesCap, openFilesLimit } from "./fdlimit.ts";
 import {
   checkpointKey, FINGERPRINT_BYTES, fingerprintOf, headMatches, parseCheckpointKey, readHead,
 } from "./identity.ts";
@@ -28,6 +36,10 @@ export interface TailOptions {
   max_line_bytes: number;
   read_bytes: number;
   close_inactive: number;
+  encoding: EncodingName;
+  multiline?: { start_pattern: string; timeout: number };
+  close_removed_after: number;
+  max_open_files: number;
 }
 
 /** What is saved per file: where reading resumes, and how to recognise the file. */
@@ -60,7 +72,10 @@ const REMEMBER_MS = 10 * 60_000;
 const REMEMBER_MAX = 1000;
 /** start_at = "end" looks this far back for the last complete line, so a line being written is read whole. */
 const TAIL_LOOKBACK = 64 * 1024;
-const NL = 10;
+/** Longest wait between two checks of an idle file (glob_interval, when shorter, bounds it too). */
+const IDLE_CHECK_MAX_MS = 1000;
+/** While files wait for a descriptor, an open file gives its own up after this long even if still busy. */
+const OPEN_TURN_MS = 1000;
 
 /** A file-system failure while reading one file: it affects that file only. */
 class ReadFailure extends Error {}
@@ -87,7 +102,7 @@ class Tracked {
   fp: Fingerprint;
   /** Next byte to read. */
   readPos: number;
-  /** End of the last line the spool has taken: where a restart resumes. */
+  /** End of the last event the spool has taken: where a restart resumes. */
   committed: number;
   /** Size at the last fstat; reads go up to it before stat is asked again. */
   knownSize: number;
@@ -99,10 +114,23 @@ class Tracked {
   lastActivity: number;
   /** No glob matches it any more (renamed away or deleted): read to its end, then close. */
   orphaned = false;
+  /** When it was seen deleted (ms since epoch); 0 while it is not. */
+  removedAt = 0;
+  /** Its size when it was seen deleted: what was written before, read even after close_removed_after. */
+  removedSize = 0;
+  /** An idle file is not asked for its size again before this (ms since epoch). */
+  nextCheck = 0;
+  /** The wait before the next check of an idle file; doubles while it stays idle. */
+  backoff: number;
+  /** When its descriptor was opened. */
+  openedAt: number;
+  /** Closed, changed since, and waiting for a descriptor since this time (ms since epoch); 0 if not. */
+  waitingSince = 0;
   readonly splitter: LineSplitter;
+  readonly joiner: MultilineJoiner | null;
 
   constructor(fh: FileHandle, path: string, st: { dev: number; ino: number; size: number; mtimeMs: number },
-    fp: Fingerprint, start: number, maxLineBytes: number, now: number) {
+    fp: Fingerprint, start: number, now: number, backoff: number, splitter: LineSplitter, joiner: MultilineJoiner | null) {
     this.fh = fh;
     this.path = path;
     this.dev = st.dev;
@@ -113,16 +141,20 @@ class Tracked {
     this.knownSize = st.size;
     this.mtimeMs = st.mtimeMs;
     this.lastActivity = now;
-    this.splitter = new LineSplitter(maxLineBytes);
+    this.openedAt = now;
+    this.backoff = backoff;
+    this.splitter = splitter;
+    this.joiner = joiner;
   }
 
   get id(): string {
     return idOf(this.dev, this.ino);
   }
 
-  /** End of the last complete line read (bytes after it are an unfinished line). */
+  /** Where the bytes not yet handed out start: an event being built, else the unfinished last line. */
   get offset(): number {
-    return this.readPos - this.splitter.pendingBytes;
+    const held = this.joiner ? this.joiner.heldFrom : -1;
+    return held >= 0 ? held : this.readPos - this.splitter.pendingBytes;
   }
 }
 
@@ -143,12 +175,30 @@ export function parseState(raw: unknown): Known[] {
 
 export class FileTailer {
   private readonly files = new Map<string, Tracked>();
-  /** Entries of the loaded checkpoint not yet matched to a file (only until the first scan ends). */
+  /**
+   * Entries of the loaded checkpoint not yet matched to a file: kept (and saved again) until
+   * every file listed at startup has been opened, then dropped.
+   */
   private saved: Known[] = [];
+  /** Paths of the loaded checkpoint. */
+  private savedPaths = new Set<string>();
+  /** Paths the globs listed when the input started; null once all of them were opened. */
+  private startupPaths: Set<string> | null = null;
+  private firstScan = true;
   /** Files no longer followed, remembered for a while to recognise copies of them. */
   private remembered: Known[] = [];
-  private firstScan = true;
+  /** Paths listed by the globs but not followed yet for want of a descriptor, with when they were first listed. */
+  private unopened = new Map<string, number>();
+  /** Files waiting for a descriptor (unopened paths and changed closed files). */
+  private demand = 0;
+  private openFiles = 0;
+  private maxOpen: number;
   private readonly buf: Uint8Array;
+  private readonly codec: Codec;
+  private readonly startPattern: RegExp | null;
+  private readonly idleCheckMax: number;
+  /** The glob listing comes often enough to notice a change of an idle file by itself. */
+  private readonly scanWakes: boolean;
   private batch: string[] = [];
   private batchBytes = 0;
   /** Per file in the batch: its offset once the batch is taken. */
@@ -160,14 +210,26 @@ export class FileTailer {
   /** Paths that failed to open, with the error, so each failure is reported once. */
   private readonly failedPaths = new Map<string, string>();
   private splitLinesBase = 0;
+  private splitEventsBase = 0;
 
   constructor(private readonly opts: TailOptions, private readonly ctx: InputContext<FileInputState>) {
     this.buf = new Uint8Array(opts.read_bytes);
+    this.codec = codecFor(opts.encoding);
+    this.startPattern = opts.multiline ? new RegExp(opts.multiline.start_pattern) : null;
+    this.maxOpen = opts.max_open_files;
+    this.idleCheckMax = Math.max(opts.poll_interval, Math.min(opts.glob_interval, IDLE_CHECK_MAX_MS));
+    this.scanWakes = opts.glob_interval <= this.idleCheckMax;
   }
 
   async run(): Promise<void> {
     const signal = this.ctx.signal;
     this.saved = parseState(await this.ctx.loadState());
+    this.savedPaths = new Set(this.saved.map((k) => k.path));
+    const limit = await openFilesLimit();
+    this.maxOpen = openFilesCap(this.opts.max_open_files, limit);
+    if (this.maxOpen < this.opts.max_open_files) {
+      this.ctx.log.info("max_open_files lowered to half the process's open files limit", { max_open_files: this.maxOpen, limit });
+    }
     let nextScan = 0;
     try {
       while (!signal.aborted) {
@@ -175,7 +237,8 @@ export class FileTailer {
           await this.scan();
           nextScan = Date.now() + this.opts.glob_interval;
         }
-        const progressed = await this.readRound();
+        let progressed = await this.readRound();
+        if (this.demand > 0 && !signal.aborted && (await this.fillSlots(Date.now()))) progressed = true;
         if (!progressed && !signal.aborted) {
           await sleep(Math.max(1, Math.min(this.opts.poll_interval, nextScan - Date.now())), signal);
         }
@@ -190,6 +253,10 @@ export class FileTailer {
   private async scan(): Promise<void> {
     const now = Date.now();
     const paths = await expandGlobs(this.opts.paths, this.opts.exclude);
+    if (this.firstScan) {
+      this.firstScan = false;
+      this.startupPaths = new Set(paths);
+    }
     const seen = new Set<string>();
     const fresh: string[] = [];
     for (const path of paths) {
@@ -213,37 +280,94 @@ export class FileTailer {
         this.checkpointSoon();
       }
       f.orphaned = false;
+      f.removedAt = 0;
       if (f.fh === null) {
-        if (st.size !== f.committed || st.mtimeMs !== f.mtimeMs) await this.reopen(f, now);
+        if ((st.size !== f.readPos || st.mtimeMs !== f.mtimeMs) && f.waitingSince === 0) f.waitingSince = now;
       } else if (st.size !== f.verifiedSize || st.mtimeMs !== f.verifiedMtime) {
         await this.verify(f, st.size, st.mtimeMs);
+        this.wake(f);
       }
     }
+    const gone: Tracked[] = [];
     for (const [id, f] of this.files) {
       if (seen.has(id) || f.orphaned) continue;
       if (f.fh === null) {
-        this.files.delete(id);
-        this.splitLinesBase += f.splitter.splitLines;
-        this.remember(f, now);
-        this.checkpointSoon();
+        // Closed and gone: what it held back will never be finished.
+        this.flushHeld(f);
+        this.batchOffsets.push([f, f.readPos]);
+        gone.push(f);
       } else {
         f.orphaned = true;
         f.lastActivity = now;
+        this.wake(f);
+        try {
+          const st = await f.fh.stat();
+          f.nlink = st.nlink;
+          if (st.nlink === 0) this.removed(f, st.size, now);
+        } catch {
+          // the next read reports it
+        }
         this.ctx.log.info("file renamed away or deleted; reading it to its end", { path: f.path });
       }
     }
-    if (fresh.length > 0) await this.adopt(fresh, now);
-    if (this.firstScan) {
-      this.firstScan = false;
-      for (const k of this.saved) if (k.fp.len === FINGERPRINT_BYTES) this.remembered.push({ ...k, until: now + REMEMBER_MS });
-      this.saved = [];
-    }
+    await this.flushBatch();
+    for (const f of gone) this.forget(f, now);
+    const unopened = new Map<string, number>();
+    for (const path of fresh) unopened.set(path, this.unopened.get(path) ?? now);
+    this.unopened = unopened;
+    await this.fillSlots(now);
     this.remembered = this.remembered.filter((k) => k.until > now).slice(-REMEMBER_MAX);
     this.updateDetail();
   }
 
-  /** Starts following newly found files: resumed from the checkpoint, as a copy of a known file, or new. */
-  private async adopt(paths: string[], now: number): Promise<void> {
+  /**
+   * Gives free descriptors to files waiting for one, longest waiting first: paths not yet
+   * followed, and closed files that changed. True when it opened any.
+   */
+  private async fillSlots(now: number): Promise<boolean> {
+    let room = this.maxOpen - this.openFiles;
+    let opened = false;
+    if (room > 0) {
+      const queue: Array<[number, Tracked | string]> = [];
+      for (const f of this.files.values()) if (f.fh === null && f.waitingSince > 0) queue.push([f.waitingSince, f]);
+      for (const [path, since] of this.unopened) queue.push([since, path]);
+      queue.sort((a, b) => a[0] - b[0]);
+      const toAdopt: string[] = [];
+      for (const [, item] of queue) {
+        if (room <= 0 || this.ctx.signal.aborted) break;
+        room--;
+        if (typeof item === "string") {
+          toAdopt.push(item);
+          this.unopened.delete(item);
+        } else {
+          item.waitingSince = 0;
+          await this.reopen(item, now);
+          if (item.fh) opened = true;
+        }
+      }
+      if (toAdopt.length > 0 && (await this.adopt(toAdopt, now)) > 0) opened = true;
+    }
+    let waiting = this.unopened.size;
+    for (const f of this.files.values()) if (f.fh === null && f.waitingSince > 0) waiting++;
+    this.demand = waiting;
+    if (this.startupPaths && ![...this.unopened.keys()].some((p) => this.startupPaths!.has(p))) this.endStartup(now);
+    return opened;
+  }
+
+  /** Every file there at startup is followed: checkpoint entries still unmatched are of files that are gone. */
+  private endStartup(now: number): void {
+    for (const k of this.saved) if (k.fp.len === FINGERPRINT_BYTES) this.remembered.push({ ...k, until: now + REMEMBER_MS });
+    if (this.saved.length > 0) this.checkpointSoon();
+    this.saved = [];
+    this.startupPaths = null;
+  }
+
+  /**
+   * Starts following newly found files: resumed from the checkpoint, as a copy of a known
+   * file, or new. The caller passes no more paths than there are free descriptors. Returns
+   * how many it follows.
+   */
+  private async adopt(paths: string[], now: number): Promise<number> {
     interface Candidate {
       path: string;
       fh: FileHandle;
@@ -253,7 +377,6 @@ export class FileTailer {
       start?: number;
     }
     const found: Candidate[] = [];
-    const checkpointedPaths = new Set(this.saved.map((k) => k.path));
     for (const path of paths) {
       let fh: FileHandle;
       try {
@@ -316,24 +439,29 @@ export class FileTailer {
       // start_at concerns files there before the input started that it never saw. A file
       // appearing later, or at a path that had a checkpoint (rotated while the agent was
       // stopped), is new content: read from its start.
-      const unseen = this.firstScan && !checkpointedPaths.has(c.path);
+      const unseen = this.startupPaths !== null && this.startupPaths.has(c.path) && !this.savedPaths.has(c.path);
       const start = c.start ?? (unseen && this.opts.start_at === "end" ? await this.tailStart(c.fh, c.st.size) : 0);
-      const f = new Tracked(c.fh, c.path, c.st, c.fp, start, this.opts.max_line_bytes, now);
+      const f = new Tracked(c.fh, c.path, c.st, c.fp, start, now, this.opts.poll_interval,
+        new LineSplitter(this.opts.max_line_bytes, this.codec),
+        this.startPattern ? new MultilineJoiner(this.startPattern, this.opts.max_line_bytes, start) : null);
+      this.openFiles++;
       f.verifiedSize = c.st.size;
       f.verifiedMtime = c.st.mtimeMs;
       this.files.set(f.id, f);
       this.ctx.log.debug("following file", { path: c.path, offset: start });
     }
     if (found.length > 0) this.checkpointSoon();
+    return found.length;
   }
 
   /** Where reading starts for start_at = "end": after the last complete line. */
   private async tailStart(fh: FileHandle, size: number): Promise<number> {
-    const from = Math.max(0, size - TAIL_LOOKBACK);
+    // Even, so a UTF-16 file is looked at in whole code units.
+    const from = Math.max(0, size - TAIL_LOOKBACK) & ~1;
     const buf = new Uint8Array(size - from);
     const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-    const nl = buf.subarray(0, bytesRead).lastIndexOf(NL);
-    return nl < 0 ? size : from + nl + 1;
+    const nl = this.codec.lastNl(buf.subarray(0, bytesRead));
+    return nl < 0 ? size : from + nl + this.codec.nlBytes;
   }
 
   private openFailed(path: string, err: unknown): void {
@@ -344,7 +472,7 @@ export class FileTailer {
     this.ctx.reportError(new Error(`${path}: ${msg}`));
   }
 
-  /** A file closed while idle grew or changed: open it again (if it still has the same content). */
+  /** A closed file changed: open it again (if it still has the same content). */
   private async reopen(f: Tracked, now: number): Promise<void> {
     let fh: FileHandle;
     try {
@@ -361,15 +489,18 @@ export class FileTailer {
       }
       const head = await readHead(fh);
       f.fh = fh;
+      this.openFiles++;
+      f.openedAt = now;
       f.knownSize = st.size;
       f.mtimeMs = st.mtimeMs;
       f.lastActivity = now;
-      if (!headMatches(head, f.fp) || st.size < f.committed) await this.restartFromZero(f, head, "replaced or truncated");
+      this.wake(f);
+      if (!headMatches(head, f.fp) || st.size < f.readPos) await this.restartFromZero(f, head, "replaced or truncated");
       f.verifiedSize = st.size;
       f.verifiedMtime = st.mtimeMs;
     } catch (err) {
-      await fh.close().catch(() => {});
-      f.fh = null;
+      if (f.fh === fh) await this.closeFile(f);
+      else await fh.close().catch(() => {});
       this.openFailed(f.path, err);
     }
   }
@@ -407,15 +538,34 @@ export class FileTailer {
   private async readRound(): Promise<boolean> {
     let progressed = false;
     const now = Date.now();
+    const timeout = this.opts.multiline?.timeout ?? 0;
+    // How many descriptors to give up this round so that waiting files get one.
+    let toFree = this.demand - (this.maxOpen - this.openFiles);
     for (const f of [...this.files.values()]) {
       if (this.ctx.signal.aborted) return progressed;
-      if (f.fh === null) continue;
-      try {
-        if (await this.readOnce(f, now)) progressed = true;
-        else await this.whenIdle(f, now);
-      } catch (err) {
-        if (!(err instanceof ReadFailure)) throw err;
-        await this.readFailed(f, err);
+      if (f.fh !== null) {
+        let read = false;
+        try {
+          read = await this.readOnce(f, now);
+          if (read) progressed = true;
+          else await this.whenIdle(f, now);
+          if (f.removedAt > 0 && f.fh !== null && now - f.removedAt >= this.opts.close_removed_after && f.readPos >= f.removedSize) {
+            this.ctx.log.info("deleted file closed after close_removed_after; what is written to it from now on is not read", { path: f.path });
+            await this.finish(f, now);
+          }
+        } catch (err) {
+          if (!(err instanceof ReadFailure)) throw err;
+          await this.readFailed(f, err);
+        }
+        if (toFree > 0 && f.fh !== null && !f.orphaned && (!read || now - f.openedAt >= OPEN_TURN_MS)) {
+          await this.closeFile(f);
+          if (f.readPos < f.knownSize) f.waitingSince = now; // had its turn, not its fill: back in the queue
+          toFree--;
+        }
+      }
+      if (f.joiner !== null && f.joiner.holding && now - f.joiner.lastLineAt >= timeout) {
+        f.joiner.flush(this.batch);
+        this.batchOffsets.push([f, f.offset]);
       }
       if (this.batchBytes >= this.opts.read_bytes) await this.flushBatch();
     }
@@ -427,9 +577,12 @@ export class FileTailer {
   private async readOnce(f: Tracked, now: number): Promise<boolean> {
     const fh = f.fh!;
     if (f.readPos >= f.knownSize) {
+      // A file that went to another name or away is watched closely: nothing else will tell when it ends.
+      if (now < f.nextCheck && !f.orphaned) return false;
       const st = await fsop(fh.stat());
       f.mtimeMs = st.mtimeMs;
       f.nlink = st.nlink;
+      if (st.nlink === 0 && f.orphaned && f.removedAt === 0) this.removed(f, st.size, now);
       if (st.size < f.readPos) {
         await this.restartFromZero(f, await fsop(readHead(fh)), "truncated");
       } else if (st.size > f.readPos && (f.readPos > 0 || f.fp.len < FINGERPRINT_BYTES)) {
@@ -437,7 +590,10 @@ export class FileTailer {
         await this.checkHead(f, await fsop(readHead(fh)));
       }
       f.knownSize = st.size;
-      if (st.size <= f.readPos) return false;
+      if (st.size <= f.readPos) {
+        this.backOff(f, now);
+        return false;
+      }
     }
     const want = Math.min(this.buf.length, f.knownSize - f.readPos);
     const { bytesRead } = await fsop(fh.read(this.buf, 0, want, f.readPos));
@@ -445,12 +601,43 @@ export class FileTailer {
       f.knownSize = f.readPos; // shrank since the stat: the next stat tells how
       return false;
     }
+    const at = f.readPos;
     f.readPos += bytesRead;
     f.lastActivity = now;
-    f.splitter.push(this.buf.subarray(0, bytesRead), this.batch);
+    f.nextCheck = 0;
+    f.backoff = this.opts.poll_interval;
+    const chunk = this.buf.subarray(0, bytesRead);
+    if (f.joiner === null) f.splitter.push(chunk, this.batch);
+    else {
+      const lines: string[] = [];
+      const ends: number[] = [];
+      f.splitter.push(chunk, lines, ends, at);
+      f.joiner.push(lines, ends, this.batch, now);
+    }
     this.batchBytes += bytesRead;
     this.batchOffsets.push([f, f.offset]);
     return true;
+  }
+
+  private removed(f: Tracked, size: number, now: number): void {
+    f.removedAt = now;
+    f.removedSize = size;
+  }
+
+  /** Nothing new in an open file: check it again later, and later the longer it stays idle. */
+  private backOff(f: Tracked, now: number): void {
+    if (f.backoff >= this.idleCheckMax) {
+      f.nextCheck = this.scanWakes ? Infinity : now + this.idleCheckMax;
+      return;
+    }
+    f.nextCheck = now + f.backoff;
+    f.backoff = Math.min(f.backoff * 2, this.idleCheckMax);
+  }
+
+  /** The file may have changed: check it at the next round. */
+  private wake(f: Tracked): void {
+    f.nextCheck = 0;
+    f.backoff = this.opts.poll_interval;
   }
 
   private async whenIdle(f: Tracked, now: number): Promise<void> {
@@ -459,49 +646,69 @@ export class FileTailer {
       // A deleted file will not grow; a renamed one may, until its writer reopens the path.
       if (f.nlink === 0 || idleFor >= this.opts.close_inactive) await this.finish(f, now);
     } else if (idleFor >= this.opts.close_inactive) {
-      await this.closeIdle(f);
+      await this.closeFile(f);
+      this.ctx.log.debug("idle file closed", { path: f.path });
     }
   }
 
-  /** Stops following a file that is read to its end and gone from the globs. */
+  /** Stops following a file that is read to its end (or closed after close_removed_after) and gone from the globs. */
   private async finish(f: Tracked, now: number): Promise<void> {
     await this.flushBatch();
-    // Its unfinished last line will never be finished: hand it out as it is.
-    f.splitter.flush(this.batch);
+    // What it held back will never be finished: hand it out as it is.
+    this.flushHeld(f);
     this.batchOffsets.push([f, f.readPos]);
     await this.flushBatch();
-    await f.fh?.close().catch(() => {});
-    f.fh = null;
-    this.files.delete(f.id);
-    this.splitLinesBase += f.splitter.splitLines;
-    this.remember(f, now);
+    await this.closeFile(f);
+    this.forget(f, now);
     this.ctx.log.info(f.nlink === 0 ? "deleted file read to its end; closed" : "renamed file idle; closed", { path: f.path });
-    this.checkpointSoon();
     this.updateDetail();
   }
 
-  /** Closes an idle file but keeps following its path; the scan reopens it when it changes. */
-  private async closeIdle(f: Tracked): Promise<void> {
-    await this.flushBatch();
-    f.readPos = f.offset; // the unfinished line is read again on reopening
-    f.splitter.reset();
-    f.knownSize = f.readPos;
-    await f.fh?.close().catch(() => {});
+  /** No longer follows `f` (its checkpoint entry goes with it); remembers it to recognise a copy. */
+  private forget(f: Tracked, now: number): void {
+    this.files.delete(f.id);
+    this.splitLinesBase += f.splitter.splitLines;
+    this.splitEventsBase += f.joiner?.splitEvents ?? 0;
+    this.remember(f, now);
+    this.checkpointSoon();
+  }
+
+  /**
+   * Closes a file but keeps following its path (and keeps what it read but did not hand out);
+   * the scan marks it for reopening when it changes.
+   */
+  private async closeFile(f: Tracked): Promise<void> {
+    const fh = f.fh;
+    if (fh === null) return;
     f.fh = null;
-    this.ctx.log.debug("idle file closed", { path: f.path });
+    this.openFiles--;
+    await fh.close().catch(() => {});
   }
 
   private async readFailed(f: Tracked, err: unknown): Promise<void> {
     this.ctx.log.warn("reading file failed; reopening it later", { path: f.path, error: messageOf(err) });
     this.ctx.reportError(new Error(`${f.path}: ${messageOf(err)}`));
-    await this.closeIdle(f);
+    await this.closeFile(f);
     f.mtimeMs = -1; // makes the next scan reopen it
+  }
+
+  /** Hands out the unfinished last line and the event being built: the content they belong to has ended. */
+  private flushHeld(f: Tracked): void {
+    if (f.joiner === null) {
+      f.splitter.flush(this.batch);
+      return;
+    }
+    const lines: string[] = [];
+    const ends: number[] = [];
+    f.splitter.flush(lines, ends, f.readPos);
+    f.joiner.push(lines, ends, this.batch, Date.now());
+    f.joiner.flush(this.batch);
   }
 
   /** The file holds new content from its start (truncated, or replaced in place). */
   private async restartFromZero(f: Tracked, head: Uint8Array, why: string): Promise<void> {
     await this.flushBatch();
-    f.splitter.flush(this.batch); // the old content's unfinished line is all there will be of it
+    this.flushHeld(f); // the old content's unfinished line is all there will be of it
     this.batchOffsets.push([f, f.readPos]);
     await this.flushBatch();
     this.remember(f, Date.now());
@@ -510,6 +717,7 @@ export class FileTailer {
     f.committed = 0;
     f.knownSize = 0;
     f.fp = fingerprintOf(head);
+    f.joiner?.reset(0);
     this.checkpointSoon();
   }
 
@@ -528,7 +736,8 @@ export class FileTailer {
     this.batchBytes = 0;
     this.batchOffsets = [];
     if (lines.length > 0) {
-      if (this.opts.format === "json") await this.ctx.emitJsonLines(toJsonEvents(lines));
+      if (this.opts.format === "json") await this.ctx.emitJsonLines(toJsonEvents(lines, this.startPattern !== null));
+      else if (this.startPattern) await this.ctx.emitJsonLines(toMessageEvents(lines));
       else await this.ctx.emitText(lines);
     }
     for (const [f, offset] of offsets) f.committed = offset;
@@ -550,32 +759,41 @@ export class FileTailer {
       });
   }
 
-  /** The checkpoint: taken offsets only. */
+  /** The checkpoint: taken offsets only, of the files followed (and, until all are found, of those from the last run). */
   state(): FileInputState {
     const files: Record<string, FileCheckpoint> = {};
     for (const f of this.files.values()) {
       const key = checkpointKey(f.fp, f.dev, f.ino, (k) => k in files);
       files[key] = { path: f.path, offset: f.committed, dev: f.dev, ino: f.ino, size: f.knownSize };
     }
+    for (const k of this.saved) {
+      const key = checkpointKey(k.fp, k.dev, k.ino, (key) => key in files);
+      if (!(key in files)) files[key] = { path: k.path, offset: k.offset, dev: k.dev, ino: k.ino, size: k.offset };
+    }
     return { files };
   }
 
   private updateDetail(): void {
-    let open = 0;
     let split = this.splitLinesBase;
+    let splitEvents = this.splitEventsBase;
     for (const f of this.files.values()) {
-      if (f.fh) open++;
       split += f.splitter.splitLines;
+      splitEvents += f.joiner?.splitEvents ?? 0;
     }
-    this.ctx.setDetail({ files: this.files.size, open_files: open, split_lines: split });
+    const detail: Record<string, unknown> = {
+      files: this.files.size, open_files: this.openFiles, waiting_files: this.demand, split_lines: split,
+    };
+    if (this.startPattern) detail.split_events = splitEvents;
+    this.ctx.setDetail(detail);
   }
 
   private async shutdown(): Promise<void> {
-    // Lines read but not handed on are dropped: their offsets were not taken, so they are read again.
+    // Lines read but not handed on are dropped, and so are events being built: their offsets
+    // were not taken, so they are read again on the next start.
     this.batch = [];
     this.batchOffsets = [];
     this.batchBytes = 0;
-    for (const f of this.files.values()) await f.fh?.close().catch(() => {});
+    for (const f of this.files.values()) await this.closeFile(f);
     while (this.checkpointing) await this.checkpointing;
     const state = this.state();
     if (JSON.stringify(state) === this.lastCheckpoint) return;
