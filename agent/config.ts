@@ -99,7 +99,11 @@ export const commonInputSchema = z.object({
 
 export function inputSchemaFor(plugin: InputPlugin) {
   const own = plugin.options as unknown as z.ZodObject<z.ZodRawShape>;
-  return commonInputSchema.extend(own.shape).strict();
+  const merged = commonInputSchema.extend(own.shape).strict();
+  // extend() takes the shape only: a plugin's refinements across options (e.g. tls_cert
+  // required by a tls:// listener) are carried over so they fail at config time too.
+  const checks = own._zod.def.checks ?? [];
+  return checks.length > 0 ? merged.check(...checks) : merged;
 }
 
 export interface BatchLimits {

@@ -83,6 +83,12 @@ describe("config", () => {
     assert.equal(parseSize("12 parsecs"), undefined);
   });
 
+  test("a plugin's checks across its options are config errors naming the key", () => {
+    const p = problems(`${API}[inputs.tls]\ntype = "syslog"\ntypetag = "syslog"\nlisten = ["tls://127.0.0.1:6514"]\n`);
+    assert.ok(p.some((l) => /:5: inputs\.tls\.tls_cert: .*tls:\/\//.test(l)), p.join("\n"));
+    assert.ok(p.some((l) => /inputs\.tls\.tls_key: /.test(l)), p.join("\n"));
+  });
+
   test("a non-loopback control address needs a token", () => {
     const p = problems(`[control]\nlisten = "0.0.0.0:8765"\n${API}`);
     assert.ok(p.some((l) => /control\.token: required when control\.listen \(0\.0\.0\.0:8765\) is not a loopback address/.test(l)), p.join("\n"));

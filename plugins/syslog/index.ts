@@ -1,30 +1,43 @@
-// The `syslog` input: UDP and TCP listeners that parse RFC 5424 / RFC 3164 messages (and
-// their real-world variants) into JSON events. Messages arriving in one tick are emitted as
-// one batch. While the spool cannot keep up, TCP sockets stop reading and UDP datagrams are
-// dropped and counted: UDP has no way to push back.
+// The `syslog` input: UDP, TCP and TLS (RFC 5425) listeners that parse RFC 5424 / RFC 3164
+// messages (and their real-world variants) into JSON events. Messages arriving in one tick are
+// emitted as one batch. While the spool cannot keep up, TCP and TLS sockets stop reading and
+// UDP datagrams are dropped and counted: UDP has no way to push back.
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { z } from "zod";
-import { defineInput, type InputContext } from "../../agent/plugin.ts";
+import { FatalInputError, defineInput, type InputContext } from "../../agent/plugin.ts";
+import { errorMessage } from "../../agent/log.ts";
 import { duration, size } from "../../agent/units.ts";
 import { SyslogFramer } from "./framer.ts";
 import { parseSyslog, type SyslogEvent } from "./parse.ts";
+import { TLS_PAUSE_STOPS_READING, loadTlsMaterial } from "./tls.ts";
 
-const LISTEN = /^(udp|tcp):\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d{1,5})$/;
+const LISTEN = /^(udp|tcp|tls):\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d{1,5})$/;
 
 const options = z.object({
-  listen: z.array(z.string().regex(LISTEN, 'expected "udp://host:port" or "tcp://host:port"')).min(1)
-    .describe('Listeners, e.g. ["udp://0.0.0.0:514", "tcp://0.0.0.0:514"]; port 0 picks a free port.'),
+  listen: z.array(z.string().regex(LISTEN, 'expected "udp://host:port", "tcp://host:port" or "tls://host:port"')).min(1)
+    .describe('Listeners, e.g. ["udp://0.0.0.0:514", "tcp://0.0.0.0:514", "tls://0.0.0.0:6514"]; port 0 picks a free port.'),
   max_message_bytes: size().prefault("64KiB").describe("Longer messages are cut to this size and counted."),
-  idle_timeout: duration().prefault("5m").describe("A TCP connection silent this long is closed."),
-  max_connections: z.number().int().positive().default(1000).describe("TCP connections beyond this are refused."),
+  idle_timeout: duration().prefault("5m").describe("A TCP or TLS connection silent this long is closed."),
+  max_connections: z.number().int().positive().default(1000).describe("TCP and TLS connections beyond this are refused."),
   timezone: z.string().default("UTC").describe('Zone of timestamps sent without one (RFC 3164): "UTC", "+02:00" or an IANA name.'),
-}).strict();
+  tls_cert: z.string().min(1).optional().describe("PEM file with the server certificate (and its chain) for tls:// listeners; required with them."),
+  tls_key: z.string().min(1).optional().describe("PEM file with the private key of tls_cert; required with tls:// listeners."),
+  tls_ca: z.string().min(1).optional()
+    .describe("PEM file of CA certificates: when set, TLS clients must present a certificate signed by one of them (mutual TLS)."),
+  tls_min_version: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2").describe("Oldest TLS version a client may use."),
+}).strict().superRefine((o, ctx) => {
+  if (!o.listen.some((url) => url.startsWith("tls://"))) return;
+  for (const key of ["tls_cert", "tls_key"] as const) {
+    if (!o[key]) ctx.addIssue({ code: "custom", path: [key], message: "required when listen has a tls:// address" });
+  }
+});
 
 type Options = z.infer<typeof options>;
 
 export interface Listener {
-  protocol: "udp" | "tcp";
+  protocol: "udp" | "tcp" | "tls";
   host: string;
   port: number;
 }
@@ -33,12 +46,12 @@ export function parseListen(url: string): Listener {
   const m = LISTEN.exec(url);
   if (!m) throw new Error(`bad listen address ${url}`);
   const host = m[2]!.startsWith("[") ? m[2]!.slice(1, -1) : m[2]!;
-  return { protocol: m[1] as "udp" | "tcp", host, port: Number(m[3]) };
+  return { protocol: m[1] as Listener["protocol"], host, port: Number(m[3]) };
 }
 
 /** How many parsed events may wait behind a pending emit (the spool not keeping up). */
 export interface QueueLimits {
-  /** TCP sockets stop reading at this many. */
+  /** TCP and TLS sockets stop reading at this many. */
   tcpPauseEvents: number;
   /** UDP datagrams are dropped at this many. */
   udpDropEvents: number;
@@ -115,9 +128,18 @@ class Batcher {
 const normaliseIp = (ip: string | undefined): string | null =>
   ip ? (ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip) : null;
 
+/** A TLS client has this long to finish its handshake (bounded by idle_timeout). */
+const MAX_HANDSHAKE_MS = 60_000;
+
+/**
+ * The TCP socket a TLS socket runs over: Bun hands the same object to the server's
+ * "connection" and "secureConnection" events, Deno wraps it (`_parent`).
+ */
+const tcpSocketOf = (s: Socket | undefined): Socket | undefined => (s as { _parent?: Socket } | undefined)?._parent ?? s;
+
 export default defineInput({
   type: "syslog",
-  description: "Syslog listeners (UDP, TCP): RFC 5424, RFC 3164 and common variants, octet counting or LF framing",
+  description: "Syslog listeners (UDP, TCP, TLS): RFC 5424, RFC 3164 and common variants, octet counting or LF framing",
   options,
   create(opts: Options, ctx) {
     return { run: () => runSyslog(opts, ctx) };
@@ -129,41 +151,67 @@ export type SyslogOptions = Options;
 /** Runs the listeners until ctx.signal aborts. */
 export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueLimits = DEFAULT_LIMITS): Promise<void> {
   const decoder = new TextDecoder();
-  const sockets = new Set<Socket>();
+  const listeners = opts.listen.map(parseListen);
+  // Certificates are read before anything binds: a bad file fails the input, naming the file.
+  const tls = listeners.some((l) => l.protocol === "tls") ? await loadTlsMaterial(opts) : null;
+  if (tls && tls.certExpires.getTime() < Date.now()) {
+    ctx.log.warn("tls_cert has expired: clients that check it will refuse the handshake", { tls_cert: opts.tls_cert, expired: tls.certExpires.toISOString() });
+  }
+  /** Accepted TCP connections (for TLS: from before the handshake on); what max_connections counts. */
+  const connections = new Set<Socket>();
+  /** Connections that stop reading while the spool is full. */
+  const readers = new Set<Socket>();
+  const refused = new WeakSet<Socket>();
   const servers: Server[] = [];
   const udps: UdpSocket[] = [];
   const listening: string[] = [];
   let udpDropped = 0;
   let truncated = 0;
   let rejected = 0;
+  let tlsFailures = 0;
   let tcpPaused = false;
 
   const showDetail = () =>
-    ctx.setDetail({ listening, connections: sockets.size, tcp_paused: tcpPaused, udp_dropped: udpDropped, truncated, rejected_connections: rejected });
+    ctx.setDetail({
+      listening, connections: connections.size, tcp_paused: tcpPaused, udp_dropped: udpDropped, truncated, rejected_connections: rejected,
+      ...(tls ? { tls_handshake_failures: tlsFailures } : {}),
+    });
 
   const batcher = new Batcher(ctx, limits.tcpPauseEvents, (paused) => {
     tcpPaused = paused;
-    for (const s of sockets) paused ? s.pause() : s.resume();
+    for (const s of readers) paused ? s.pause() : s.resume();
     showDetail();
   });
 
   const parse = (bytes: Uint8Array, sourceIp: string | null, transport: string) =>
     parseSyslog(decoder.decode(bytes), { sourceIp, transport, now: new Date(), defaultTz: opts.timezone });
 
-  const acceptTcp = (socket: Socket) => {
-    if (sockets.size >= opts.max_connections) {
+  /** Counts a new TCP connection in, or refuses it beyond max_connections. */
+  const admit = (socket: Socket): boolean => {
+    if (connections.size >= opts.max_connections) {
       rejected++;
+      refused.add(socket);
       socket.destroy();
       showDetail();
-      return;
+      return false;
     }
-    sockets.add(socket);
+    connections.add(socket);
+    socket.on("error", () => {});
+    socket.once("close", () => {
+      connections.delete(socket);
+      showDetail();
+    });
     showDetail();
+    return true;
+  };
+
+  /** Reads syslog messages from a TCP connection, or from a TLS connection once its handshake is done. */
+  const readStream = (socket: Socket, transport: "tcp" | "tls") => {
     const ip = normaliseIp(socket.remoteAddress);
     const framer = new SyslogFramer(opts.max_message_bytes);
     const out: Uint8Array[] = [];
     const take = () => {
-      for (const m of out) batcher.add(parse(m, ip, "tcp"));
+      for (const m of out) batcher.add(parse(m, ip, transport));
       out.length = 0;
       if (framer.truncated > 0) {
         truncated += framer.truncated;
@@ -171,7 +219,10 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
         showDetail();
       }
     };
-    if (tcpPaused) socket.pause();
+    if (transport === "tcp" || TLS_PAUSE_STOPS_READING) {
+      readers.add(socket);
+      if (tcpPaused) socket.pause();
+    }
     socket.setTimeout(opts.idle_timeout, () => socket.destroy());
     socket.on("data", (chunk: Uint8Array) => {
       try {
@@ -188,10 +239,39 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       socket.end();
     });
     socket.on("error", () => {});
-    socket.on("close", () => {
-      sockets.delete(socket);
-      showDetail();
-    });
+    socket.on("close", () => readers.delete(socket));
+  };
+
+  // Scanners, plain-TCP senders and clients without a valid certificate are routine on a TLS
+  // port: each is counted and logged at debug, the first and every 1000th as a warning.
+  const onHandshakeFailure = (err: Error, socket: Socket | undefined) => {
+    // Bun leaves a socket whose handshake timed out open.
+    socket?.destroy();
+    const tcp = tcpSocketOf(socket);
+    if (tcp && refused.has(tcp)) return;
+    tlsFailures++;
+    const fields = { source_ip: normaliseIp(socket?.remoteAddress ?? tcp?.remoteAddress), error: errorMessage(err), failures: tlsFailures };
+    if (tlsFailures === 1 || tlsFailures % 1000 === 0) ctx.log.warn("TLS handshake failed", fields);
+    else ctx.log.debug("TLS handshake failed", fields);
+    showDetail();
+  };
+
+  const streamServer = (protocol: "tcp" | "tls"): Server => {
+    if (protocol === "tcp") {
+      return createServer((socket) => {
+        if (admit(socket)) readStream(socket, "tcp");
+      });
+    }
+    let server;
+    try {
+      server = createTlsServer({ ...tls!.server, handshakeTimeout: Math.min(opts.idle_timeout, MAX_HANDSHAKE_MS) }, (s) => readStream(s, "tls"));
+    } catch (err) {
+      throw new FatalInputError(`tls_cert, tls_key: ${opts.tls_cert} and ${opts.tls_key} are not usable (${errorMessage(err)})`);
+    }
+    // Counted before the handshake, so connections that never finish one also take a slot.
+    server.on("connection", admit);
+    server.on("tlsClientError", onHandshakeFailure);
+    return server;
   };
 
   const acceptUdp = (msg: Uint8Array, ip: string | null) => {
@@ -214,17 +294,18 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     batcher.add(parse(msg.subarray(0, end), ip, "udp"));
   };
 
+  const shownHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
+
   try {
-    for (const url of opts.listen) {
-      const l = parseListen(url);
-      if (l.protocol === "tcp") {
-        const server = createServer(acceptTcp);
+    for (const l of listeners) {
+      if (l.protocol !== "udp") {
+        const server = streamServer(l.protocol);
         servers.push(server);
         await bound(server, (done) => server.listen(l.port, l.host, done));
         server.on("error", (err) => ctx.reportError(err));
         const addr = server.address();
         const port = typeof addr === "object" && addr ? addr.port : l.port;
-        listening.push(`tcp://${l.host.includes(":") ? `[${l.host}]` : l.host}:${port}`);
+        listening.push(`${l.protocol}://${shownHost(l.host)}:${port}`);
       } else {
         const udp = createSocket({ type: l.host.includes(":") ? "udp6" : "udp4", reuseAddr: false });
         udps.push(udp);
@@ -243,7 +324,7 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
             ctx.reportError(err);
           }
         });
-        listening.push(`udp://${l.host.includes(":") ? `[${l.host}]` : l.host}:${udp.address().port}`);
+        listening.push(`udp://${shownHost(l.host)}:${udp.address().port}`);
       }
     }
     showDetail();
@@ -261,7 +342,8 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
         // Already closed (bind failed).
       }
     }
-    for (const s of sockets) s.destroy();
+    for (const s of readers) s.destroy();
+    for (const s of connections) s.destroy();
     // What was received is handed over if the spool takes it quickly; stop must not hang on a full spool.
     await batcher.drain(500);
   }

@@ -1,5 +1,3 @@
-import { existsSync } from "node:fs";
-import { execFile } from "node:child_process";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -9,15 +7,14 @@ import { fileURLToPath } from "node:url";
 import { connect, createServer } from "node:net";
 import { createSocket } from "node:dgram";
 import fc from "fast-check";
-import plugin, { runSyslog, type QueueLimits } from "./index.ts";
+import plugin from "./index.ts";
 import { parseSyslog, type SyslogEvent } from "./parse.ts";
 import { SyslogFramer } from "./framer.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
-import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { drainSpool } from "../../test/plugin-harness.ts";
+import { LOGGEN, loggen, sendTcp, split, withInput } from "./input-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -128,18 +125,6 @@ function frameAll(chunks: Uint8Array[], max = 65536): { msgs: string[]; framer: 
   return { msgs: out.map(dec), framer };
 }
 
-function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const chunks: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of points) {
-    chunks.push(bytes.slice(prev, p));
-    prev = p;
-  }
-  chunks.push(bytes.slice(prev));
-  return chunks;
-}
-
 const msgArb = fc.string({ minLength: 1, maxLength: 80 }).filter((s) => !/[\n\r\0]/.test(s));
 
 test("framer: octet-counted messages survive any chunking", () => {
@@ -190,68 +175,6 @@ test("framer: oversize messages are cut to max_message_bytes and counted", () =>
 });
 
 // ---- the input over real sockets ------------------------------------------------------------
-
-interface Harness {
-  addr(proto: string): { host: string; port: number };
-  events(n: number): Promise<SyslogEvent[]>;
-  counters: InputCounters;
-}
-
-async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promise<void>, spoolBytes = 64 << 20, limits?: QueueLimits) {
-  const dir = await mkdtemp(join(tmpdir(), "syslog-input-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: spoolBytes, whenFull: "block", fsync: 5, log: silentLogger });
-  const state = new StateStore(join(dir, "state"));
-  const ac = new AbortController();
-  const c = createInputContext({ name: "sys", spool, state, route: "sys", log: silentLogger, signal: ac.signal, hostname: "test" });
-  const opts = plugin.options.parse(raw);
-  const done = limits ? runSyslog(opts, c, limits) : plugin.create(opts, c).run();
-  const got: SyslogEvent[] = [];
-  try {
-    const deadline = Date.now() + 3000;
-    while (!(c.counters.detail.listening as string[] | undefined)?.length) {
-      if (Date.now() > deadline) assert.fail("not listening");
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    await fn({
-      counters: c.counters,
-      addr(proto) {
-        const url = (c.counters.detail.listening as string[]).find((u) => u.startsWith(proto))!;
-        const u = new URL(url.replace(/^\w+:/, "http:"));
-        return { host: u.hostname, port: Number(u.port) };
-      },
-      async events(n) {
-        const until = Date.now() + 5000;
-        while (got.length < n) {
-          for (const { event } of drainSpool(spool, [])) got.push(JSON.parse(event));
-          if (got.length >= n) break;
-          if (Date.now() > until) assert.fail(`expected ${n} events, got ${got.length}`);
-          await new Promise((r) => setTimeout(r, 5));
-        }
-        return got;
-      },
-    });
-  } finally {
-    const t0 = Date.now();
-    ac.abort();
-    await done;
-    assert.ok(Date.now() - t0 < 1000, "stops within a second");
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-function sendTcp(port: number, chunks: Uint8Array[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, "127.0.0.1", async () => {
-      for (const c of chunks) {
-        s.write(c);
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      s.end(() => resolve());
-    });
-    s.on("error", reject);
-  });
-}
 
 test("input: TCP octet counting, split across writes", async () => {
   await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
@@ -319,7 +242,7 @@ test("input: a full spool pauses TCP reading, and nothing is lost once it drains
     assert.equal(evs.length, n);
     evs.forEach((e, i) => assert.equal(e.message, `message number ${i}`));
     assert.equal(t.counters.detail.tcp_paused, false);
-  }, 256 << 10);
+  }, { spoolBytes: 256 << 10 });
 });
 
 test("input: a full spool drops UDP datagrams and counts them", async () => {
@@ -346,7 +269,7 @@ test("input: a full spool drops UDP datagrams and counts them", async () => {
     while (!evs.some((e) => e.message === "after the drain")) evs = await t.events(Math.max(before, evs.length) + 1);
     udp.close();
     assert.ok(evs.length + (t.counters.detail.udp_dropped as number) <= n + 1);
-  }, 128 << 10, { tcpPauseEvents: 100, udpDropEvents: 200 });
+  }, { spoolBytes: 128 << 10, limits: { tcpPauseEvents: 100, udpDropEvents: 200 } });
 });
 
 test("input: max_connections refuses extra connections; idle connections are closed", async () => {
@@ -400,15 +323,6 @@ test("options: defaults, units and bad listen addresses", () => {
     assert.equal(plugin.options.safeParse(bad).success, false, JSON.stringify(bad));
   }
 });
-
-// Debian's loggen (syslog-ng-core), a real syslog client, against the real input.
-const LOGGEN = ["/usr/bin/loggen", "/usr/sbin/loggen"].find((p) => existsSync(p));
-
-function loggen(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(LOGGEN!, args, { timeout: 60_000 }, (err, stdout, stderr) => (err ? reject(new Error(`loggen: ${stderr || err}`)) : resolve(stderr + stdout))),
-  );
-}
 
 test("loggen: 20,000 RFC 5424 octet-counted over TCP, 5,000 RFC 3164 LF over TCP, 2,000 over UDP", { skip: LOGGEN ? false : "loggen is not installed (apt-get install syslog-ng-core)" }, async () => {
   await withInput({ listen: ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"] }, async (t) => {
