@@ -587,6 +587,82 @@ test("logrotate: rename+create four times, copytruncate once, a late file — ev
   });
 });
 
+/**
+ * A logger that reopens its path for every write (20 lines every few ms) while `rotate` is
+ * called every `everyMs`; resolves with every line written once `rotations` are done.
+ */
+async function writeWhileRotating(path: string, everyMs: number, rotations: number, rotate: (r: number) => Promise<void>): Promise<string[]> {
+  const written: string[] = [];
+  let writing = true;
+  const writer = (async () => {
+    for (let i = 0; writing; i += 20) {
+      const ls = lines("rot", i, i + 20);
+      await appendFile(path, text(ls));
+      written.push(...ls);
+      await pause(3);
+    }
+  })();
+  try {
+    for (let r = 1; r <= rotations; r++) {
+      await pause(everyMs);
+      await rotate(r);
+    }
+  } finally {
+    writing = false;
+    await writer;
+  }
+  return written;
+}
+
+/** Fails naming how many lines are missing or repeated. */
+function assertEachOnce(got: string[], want: string[]) {
+  const seen = new Set<string>();
+  const twice = got.filter((l) => (seen.has(l) ? true : (seen.add(l), false)));
+  const missing = want.filter((l) => !seen.has(l));
+  assert.deepEqual({ missing: missing.length, twice: twice.length }, { missing: 0, twice: 0 }, `first missing: ${missing[0]}; first twice: ${twice[0]}`);
+  assert.equal(got.length, want.length);
+}
+
+test("rename+create rotation every 300 ms with glob_interval 5s: the new files are found at once, every line arrives once", async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    const app = join(logs, "app.log");
+    await mkdir(logs);
+    await writeFile(app, "");
+    // Only the first listing happens during the test: each new app.log must be found through
+    // its predecessor, before it too is renamed out of the glob 300 ms later.
+    env.start({ paths: [join(logs, "app*.log")], glob_interval: "5s", poll_interval: "250ms" });
+    const want = await writeWhileRotating(app, 300, 8, async (r) => {
+      await rename(app, `${app}.${r}`);
+      await appendFile(app, ""); // logrotate's "create" (without truncating what the writer may have put there already)
+    });
+    await env.waitForCount(want.length, 10_000);
+    await pause(300);
+    assertEachOnce(texts(env), want);
+    assert.equal((await readdir(logs)).filter((f) => /^app\.log\.\d+$/.test(f)).length, 8);
+  });
+});
+
+test("rename rotation with a glob matching the rotated names (app.log*): renamed files are not read again, every line arrives once", async () => {
+  await withEnv(async (env) => {
+    const logs = join(env.dir, "logs");
+    const app = join(logs, "app.log");
+    await mkdir(logs);
+    await writeFile(app, "");
+    env.start({ paths: [join(logs, "app.log*")], glob_interval: "1s", poll_interval: "250ms" });
+    // logrotate's numbering: every rotation renames every rotated file again (app.log.1 ->
+    // app.log.2, ...), faster than poll_interval, so files also appear under names not yet listed.
+    const want = await writeWhileRotating(app, 100, 12, async (r) => {
+      for (let n = r - 1; n >= 1; n--) await rename(`${app}.${n}`, `${app}.${n + 1}`);
+      await rename(app, `${app}.1`);
+      await appendFile(app, "");
+    });
+    await env.waitForCount(want.length, 10_000);
+    await pause(1200); // a regular listing sees every file under its latest name
+    assertEachOnce(texts(env), want);
+  });
+});
+
 // ---- multiline events ----------------------------------------------------------------------
 
 const STACK_START = "^\\d{4}-\\d{2}-\\d{2} ";

@@ -4,6 +4,9 @@
 // poll_interval when nothing grew. A file that stays idle is asked for its size less and
 // less often; the glob listing, which stats every path anyway, wakes it when it changes.
 // Files are held open by descriptor, so a renamed or deleted file is still read to its end.
+// Rotation is noticed without waiting for the next listing: when a file being followed has
+// no new data, its path is looked at too, and if it now names another file, that file is
+// opened at once and the globs are listed early (at most once per poll_interval).
 // At most max_open_files are open: when more files have data, a file that is caught up (or
 // has had its turn) gives its descriptor to one that waits.
 //
@@ -126,6 +129,10 @@ class Tracked {
   openedAt: number;
   /** Closed, changed since, and waiting for a descriptor since this time (ms since epoch); 0 if not. */
   waitingSince = 0;
+  /** Which file its path named at the last look ("" = none): a change means the path was rotated. */
+  pathSeen: string;
+  /** Its path is not looked at again before this (ms since epoch); 0 once it has grown. */
+  nextPathCheck = 0;
   readonly splitter: LineSplitter;
   readonly joiner: MultilineJoiner | null;
 
@@ -145,6 +152,7 @@ class Tracked {
     this.backoff = backoff;
     this.splitter = splitter;
     this.joiner = joiner;
+    this.pathSeen = idOf(st.dev, st.ino);
   }
 
   get id(): string {
@@ -211,6 +219,10 @@ export class FileTailer {
   private readonly failedPaths = new Map<string, string>();
   private splitLinesBase = 0;
   private splitEventsBase = 0;
+  /** A path was seen naming a new file: list the globs before glob_interval is up. */
+  private scanSoon = false;
+  /** When the globs were last listed (ms since epoch). */
+  private lastScanAt = 0;
 
   constructor(private readonly opts: TailOptions, private readonly ctx: InputContext<FileInputState>) {
     this.buf = new Uint8Array(opts.read_bytes);
@@ -233,14 +245,18 @@ export class FileTailer {
     let nextScan = 0;
     try {
       while (!signal.aborted) {
-        if (Date.now() >= nextScan) {
+        const now = Date.now();
+        if (now >= nextScan || (this.scanSoon && now >= this.earlyScanAt)) {
+          this.scanSoon = false;
+          this.lastScanAt = now;
           await this.scan();
           nextScan = Date.now() + this.opts.glob_interval;
         }
         let progressed = await this.readRound();
         if (this.demand > 0 && !signal.aborted && (await this.fillSlots(Date.now()))) progressed = true;
         if (!progressed && !signal.aborted) {
-          await sleep(Math.max(1, Math.min(this.opts.poll_interval, nextScan - Date.now())), signal);
+          const wakeAt = this.scanSoon ? Math.min(nextScan, this.earlyScanAt) : nextScan;
+          await sleep(Math.max(1, Math.min(this.opts.poll_interval, wakeAt - Date.now())), signal);
         }
       }
     } finally {
@@ -249,6 +265,39 @@ export class FileTailer {
   }
 
   // ---- discovery -------------------------------------------------------------------------
+
+  /** The earliest time an early listing may run: rotations in quick succession cost one listing per poll_interval. */
+  private get earlyScanAt(): number {
+    return this.lastScanAt + this.opts.poll_interval;
+  }
+
+  /**
+   * Looks whether the path of `f` (which has no new data) now names another file: rotation
+   * by rename+create. The new file is opened at once, before it can be renamed out of the
+   * globs' reach, and an early listing tells where `f` went. Only a change is acted on, so
+   * a path that stays gone or names a file that cannot be opened costs a stat, not a listing.
+   */
+  private async checkPath(f: Tracked, now: number): Promise<void> {
+    if (now < f.nextPathCheck) return;
+    f.nextPathCheck = now + this.opts.poll_interval;
+    let id = "";
+    try {
+      const st = await stat(f.path);
+      id = idOf(st.dev, st.ino);
+    } catch {
+      // gone (renamed, not yet created again): the listing finds out where `f` went
+    }
+    if (id === f.pathSeen) return;
+    f.pathSeen = id;
+    if (id === "" ? f.orphaned : this.files.has(id)) return;
+    this.ctx.log.debug("path names another file now; listing the globs early", { path: f.path });
+    if (id !== "" && !this.unopened.has(f.path)) {
+      // The path came from the globs' listing, so it is still one of theirs.
+      this.unopened.set(f.path, now);
+      this.demand++;
+    }
+    this.scanSoon = true;
+  }
 
   private async scan(): Promise<void> {
     const now = Date.now();
@@ -277,6 +326,7 @@ export class FileTailer {
       if (f.path !== path) {
         this.ctx.log.info("file renamed", { from: f.path, to: path });
         f.path = path;
+        f.pathSeen = id;
         this.checkpointSoon();
       }
       f.orphaned = false;
@@ -592,6 +642,7 @@ export class FileTailer {
       f.knownSize = st.size;
       if (st.size <= f.readPos) {
         this.backOff(f, now);
+        await this.checkPath(f, now);
         return false;
       }
     }
@@ -605,6 +656,7 @@ export class FileTailer {
     f.readPos += bytesRead;
     f.lastActivity = now;
     f.nextCheck = 0;
+    f.nextPathCheck = 0;
     f.backoff = this.opts.poll_interval;
     const chunk = this.buf.subarray(0, bytesRead);
     if (f.joiner === null) f.splitter.push(chunk, this.batch);
