@@ -1,0 +1,62 @@
+// Reading one restSearch page: the events of {"response":[{"Event":{...}}, ...]} (or of a bare
+// [...] list, which some MISP versions answer), each with its exact JSON text and the version
+// that identifies it (uuid + timestamp).
+import { jsonArrayBatches, type JsonElement } from "../../agent/helpers/jsonstream.ts";
+
+/** One version of one MISP event: its uuid and its `timestamp` (unix seconds, last change). */
+export interface EventVersion {
+  uuid: string;
+  timestamp: number;
+}
+
+/** The event's version, or why the element is not a MISP event. */
+export function eventVersion(value: unknown): EventVersion | string {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not a JSON object";
+  const event = (value as { Event?: unknown }).Event;
+  if (typeof event !== "object" || event === null || Array.isArray(event)) return 'no "Event" object';
+  const { uuid, timestamp } = event as { uuid?: unknown; timestamp?: unknown };
+  if (typeof uuid !== "string" || uuid.length === 0) return 'the Event has no "uuid"';
+  const ts = typeof timestamp === "number" ? timestamp : typeof timestamp === "string" && /^\d+$/.test(timestamp) ? Number(timestamp) : NaN;
+  if (!Number.isSafeInteger(ts) || ts < 0) return `the Event ${uuid} has no valid "timestamp"`;
+  return { uuid, timestamp: ts };
+}
+
+const OPEN_BRACKET = 0x5b;
+
+/**
+ * The elements of a page, in batches. The shape is told by the first byte that is not
+ * white space: `[` a bare list, anything else {"response":[...]}.
+ */
+export async function* pageEvents(body: ReadableStream<Uint8Array>, batchSize: number): AsyncGenerator<JsonElement[]> {
+  const { first, stream } = await peekFirstByte(body);
+  const path = first === OPEN_BRACKET ? undefined : ["response"];
+  yield* jsonArrayBatches(stream, { path, batchSize });
+}
+
+/** The first non-white-space byte of `body` (undefined if none), and a stream that still yields all of it. */
+async function peekFirstByte(body: ReadableStream<Uint8Array>): Promise<{ first: number | undefined; stream: ReadableStream<Uint8Array> }> {
+  const reader = body.getReader();
+  const held: Uint8Array[] = [];
+  let first: number | undefined;
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) break;
+    held.push(r.value);
+    const i = r.value.findIndex((b) => b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09);
+    if (i !== -1) {
+      first = r.value[i];
+      break;
+    }
+  }
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const next = held.shift();
+      if (next) return c.enqueue(next);
+      const r = await reader.read();
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+  return { first, stream };
+}

@@ -1,0 +1,240 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import plugin from "./index.ts";
+import { Spool } from "../../agent/spool.ts";
+import { StateStore } from "../../agent/state.ts";
+import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
+import { silentLogger } from "../../agent/log.ts";
+import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { until } from "../../test/until.ts";
+
+const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
+const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];
+const MANIFEST_ENTRY = Object.values(JSON.parse(readFileSync(new URL("feed-manifest.json", FIXTURES), "utf8")))[0] as Record<string, unknown>;
+
+type MispEvent = { Event: Record<string, any> };
+
+function makeEvent(n: number, ts: number): MispEvent {
+  const e = structuredClone(TEMPLATE) as MispEvent;
+  e.Event.id = String(n);
+  e.Event.uuid = `5f8a3c1e-8d4c-4b7a-9a51-${String(n).padStart(12, "0")}`;
+  e.Event.info = `event ${n}`;
+  e.Event.timestamp = String(ts);
+  return e;
+}
+
+const version = (e: MispEvent): string => `${e.Event.uuid}@${e.Event.timestamp}`;
+const pretty = (v: unknown) => JSON.stringify(v, null, 1);
+
+/** A MISP feed folder: manifest.json and one <uuid>.json per event. */
+async function writeFeed(dir: string, events: MispEvent[]): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const e of events) await writeFile(join(dir, `${e.Event.uuid}.json`), pretty(e));
+  const manifest = Object.fromEntries(events.map((e) => [e.Event.uuid, { ...MANIFEST_ENTRY, info: e.Event.info, timestamp: e.Event.timestamp }]));
+  await writeFile(join(dir, "manifest.json"), pretty(manifest));
+}
+
+interface Env {
+  dir: string;
+  start(raw: Record<string, unknown>): { ctx: CoreInputContext; stop: () => Promise<void> };
+  /** Versions (uuid@timestamp) of the events spooled since the last call. */
+  posted(): string[];
+}
+
+async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "misp-file-"));
+  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: silentLogger });
+  const running: Array<() => Promise<void>> = [];
+  const env: Env = {
+    dir,
+    start(raw) {
+      let ctx!: CoreInputContext;
+      const r = runInput((signal) => {
+        ctx = createInputContext({ name: "mispfiles", spool, state: new StateStore(join(dir, "state")), route: "mispfiles", log: silentLogger, signal, hostname: "test" });
+        return plugin.create(plugin.options.parse(raw), ctx).run();
+      });
+      running.push(r.stop);
+      return { ctx, stop: r.stop };
+    },
+    posted() {
+      return drainSpool(spool, []).map(({ kind, event }) => {
+        assert.equal(kind, "json");
+        assert.ok(!event.includes("\n"));
+        const e = JSON.parse(event).Event;
+        return `${e.uuid}@${e.timestamp}`;
+      });
+    },
+  };
+  try {
+    await fn(env);
+  } finally {
+    for (const stop of running) await stop();
+    await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Waits until `n` more scans have finished. */
+async function scans(ctx: CoreInputContext, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const last = ctx.counters.detail.last_success;
+    await until(() => ctx.counters.detail.last_success !== last, "a scan");
+  }
+}
+
+/** Collects posted versions until `n` have come. */
+async function collect(env: Env, n: number, what: string): Promise<string[]> {
+  const got: string[] = [];
+  await until(() => {
+    got.push(...env.posted());
+    return got.length >= n;
+  }, what);
+  return got;
+}
+
+const now = Math.floor(Date.now() / 1000);
+
+test("options: defaults and checks", () => {
+  const o = plugin.options.parse({ path: "/srv/misp-drop" });
+  assert.equal(o.interval, 10_000);
+  assert.equal(o.after, "keep");
+  assert.equal(o.settle, 2000);
+  assert.equal(o.max_file_bytes, 256 * 1024 * 1024);
+  assert.equal(plugin.options.safeParse({ path: "/x", after: "move" }).success, false);
+  assert.equal(plugin.options.safeParse({}).success, false);
+});
+
+test("a drop folder: every shape and a feed posted once, a broken file reported by name, feed changes re-read only their entry, nothing after a restart", async () => {
+  await withEnv(async (env) => {
+    const drop = join(env.dir, "drop");
+    const feed = join(drop, "circl-feed");
+    const ev = [1, 2, 3, 4, 5, 6, 7].map((n) => makeEvent(n, now - 1000 + n));
+    await mkdir(drop);
+    await writeFile(join(drop, "a-restsearch.json"), pretty({ response: [ev[0], ev[1]] }));
+    await writeFile(join(drop, "b-single.json"), pretty(ev[2]));
+    await writeFile(join(drop, "c-list.json"), JSON.stringify([ev[3], ev[4]]));
+    await writeFile(join(drop, "d-broken.json"), '{"response": [{"Event": {"uuid": "x", "timestamp": "1"');
+    await writeFile(join(drop, "notes.txt"), "not MISP");
+    await writeFeed(feed, [ev[5]!, ev[6]!]);
+
+    const options = { path: drop, interval: "50ms", settle: "100ms" };
+    const first = env.start(options);
+    const got = await collect(env, 7, "the seven events");
+    await scans(first.ctx, 3);
+    got.push(...env.posted());
+    assert.deepEqual(got.sort(), ev.map(version).sort());
+    assert.equal(first.ctx.counters.errors, 1, "the broken file is reported once");
+    assert.match(String(first.ctx.counters.last_error), /d-broken\.json: not valid JSON/);
+    assert.ok(existsSync(join(drop, "d-broken.json")), "the broken file is left in place");
+    assert.doesNotMatch(String(first.ctx.counters.detail.last_status), /^failed/);
+
+    // One manifest entry changes. Event 7's file is garbage now, but its entry did not
+    // change: it is not opened again.
+    await writeFile(join(feed, `${ev[6]!.Event.uuid}.json`), "garbage");
+    const edited = makeEvent(6, now);
+    await writeFeed(feed, [edited]);
+    const manifest = JSON.parse(await readFile(join(feed, "manifest.json"), "utf8"));
+    manifest[ev[6]!.Event.uuid] = { ...MANIFEST_ENTRY, timestamp: ev[6]!.Event.timestamp };
+    await writeFile(join(feed, "manifest.json"), pretty(manifest));
+    assert.deepEqual(await collect(env, 1, "the edited feed event"), [version(edited)]);
+    await scans(first.ctx, 3);
+    assert.deepEqual(env.posted(), []);
+    assert.equal(first.ctx.counters.errors, 1);
+
+    await first.stop();
+    await first.ctx.settled();
+    const second = env.start(options);
+    await scans(second.ctx, 4);
+    assert.deepEqual(env.posted(), []);
+    assert.equal(second.ctx.counters.errors, 0, "a broken file already reported is not reported again");
+  });
+});
+
+test("after = rename: a done file becomes <name>.done once its events are spooled; a broken one stays", async () => {
+  await withEnv(async (env) => {
+    const drop = join(env.dir, "drop");
+    await mkdir(drop);
+    const e1 = makeEvent(1, now - 10);
+    const text = pretty(e1);
+    await writeFile(join(drop, "x.json"), text);
+    await writeFile(join(drop, "y.json"), "{");
+    const { ctx } = env.start({ path: drop, interval: "50ms", settle: "50ms", after: "rename" });
+    assert.deepEqual(await collect(env, 1, "the event"), [version(e1)]);
+    await until(() => existsSync(join(drop, "x.json.done")) && !existsSync(join(drop, "x.json")), "the rename");
+    assert.equal(await readFile(join(drop, "x.json.done"), "utf8"), text);
+    assert.ok(existsSync(join(drop, "y.json")));
+    assert.match(String(ctx.counters.last_error), /y\.json/);
+
+    // The same name dropped again: read again, and its .done name is not overwritten.
+    const e2 = makeEvent(2, now - 10);
+    await writeFile(join(drop, "x.json"), pretty(e2));
+    assert.deepEqual(await collect(env, 1, "the second event"), [version(e2)]);
+    await until(() => existsSync(join(drop, "x.json.1.done")) && !existsSync(join(drop, "x.json")), "the second rename");
+    assert.equal(await readFile(join(drop, "x.json.done"), "utf8"), text);
+  });
+});
+
+test("after = delete: a done file is removed once its events are spooled; an event version already posted is not posted again", async () => {
+  await withEnv(async (env) => {
+    const drop = join(env.dir, "drop");
+    await mkdir(drop);
+    const events = [makeEvent(1, now - 10), makeEvent(2, now - 10)];
+    await writeFile(join(drop, "z.json"), pretty({ response: events }));
+    const { ctx } = env.start({ path: drop, interval: "50ms", settle: "50ms", after: "delete" });
+    assert.deepEqual((await collect(env, 2, "the events")).sort(), events.map(version).sort());
+    await until(() => !existsSync(join(drop, "z.json")), "the delete");
+
+    // The same events in another file: deleted, nothing posted.
+    await writeFile(join(drop, "again.json"), JSON.stringify(events));
+    await until(() => !existsSync(join(drop, "again.json")), "the second delete");
+    await scans(ctx, 2);
+    assert.deepEqual(env.posted(), []);
+    assert.equal(ctx.counters.errors, 0);
+  });
+});
+
+test("a file being written slowly is read only once complete", async () => {
+  await withEnv(async (env) => {
+    const drop = join(env.dir, "drop");
+    await mkdir(drop);
+    const events = [1, 2, 3, 4].map((n) => makeEvent(n, now - 10));
+    const text = pretty(events);
+    const { ctx } = env.start({ path: drop, interval: "30ms", settle: "1s" });
+    const fh = await open(join(drop, "slow.json"), "w");
+    const step = Math.ceil(text.length / 8);
+    for (let at = 0; at < text.length; at += step) {
+      await fh.write(text.slice(at, at + step));
+      await new Promise((r) => setTimeout(r, 80));
+    }
+    await fh.close();
+    assert.deepEqual(env.posted(), [], "nothing read while the file was being written");
+    assert.equal(ctx.counters.errors, 0);
+    assert.deepEqual((await collect(env, 4, "the events")).sort(), events.map(version).sort());
+    await scans(ctx, 2);
+    assert.deepEqual(env.posted(), []);
+    assert.equal(ctx.counters.errors, 0, "the half-written file was never read as broken");
+  });
+});
+
+test("a single file path: waits for it to appear; a file over max_file_bytes is an error", async () => {
+  await withEnv(async (env) => {
+    const file = join(env.dir, "events.json");
+    const { ctx } = env.start({ path: file, interval: "50ms", settle: "50ms", max_file_bytes: "64KiB" });
+    await scans(ctx, 2);
+    assert.equal(ctx.counters.errors, 1, "a missing path is reported once");
+    assert.match(String(ctx.counters.last_error), /events\.json: not found/);
+
+    const e = makeEvent(1, now - 10);
+    await writeFile(file, pretty(e));
+    assert.deepEqual(await collect(env, 1, "the event"), [version(e)]);
+
+    await writeFile(file, JSON.stringify(Array.from({ length: 200 }, (_, i) => makeEvent(100 + i, now))));
+    await until(() => ctx.counters.errors === 2, "the size error");
+    assert.match(String(ctx.counters.last_error), /events\.json: larger than max_file_bytes/);
+    assert.deepEqual(env.posted(), []);
+  });
+});
