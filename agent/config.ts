@@ -102,7 +102,7 @@ export function inputSchemaFor(plugin: InputPlugin) {
   const merged = commonInputSchema.extend(own.shape).strict();
   // extend() takes the shape only: a plugin's refinements across options (e.g. tls_cert
   // required by a tls:// listener) are carried over so they fail at config time too.
-  const checks = own._zod.def.checks ?? [];
+  const checks = (own._zod.def.checks ?? []) as z.core.$ZodCheck<Record<string, unknown>>[];
   return checks.length > 0 ? merged.check(...checks) : merged;
 }
 

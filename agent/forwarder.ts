@@ -516,7 +516,8 @@ export class Forwarder {
   /** Never the token, whatever the server or the network layer put in it; one line unless told. */
   private clean(message: string, api: ApiOptions, oneLine = true): string {
     let s = oneLine ? message.replace(/\s+/g, " ").trim() : message;
-    if (api.token) s = s.split(api.token).join("***");
+    // A token of a few characters protects nothing and would garble every message.
+    if (api.token && api.token.length >= 4) s = s.split(api.token).join("***");
     return s;
   }
 

@@ -15,7 +15,10 @@
 // `zipEntry` (full name or base name); deflate and stored entries. Compressed bytes of the
 // entries before the wanted one are held until it starts, so name an early entry in big
 // archives. bzip2: the bzip2 helper (several streams back to back are accepted).
-import { Unzip, UnzipInflate, Gunzip, type UnzipFile } from "fflate";
+import type { Gunzip, Unzip, UnzipFile } from "fflate";
+
+// fflate is loaded on first use: most agents never decompress anything.
+const loadFflate = () => import("fflate");
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { bunzip2Stream } from "./bzip2.ts";
@@ -167,7 +170,8 @@ function transformFor(kind: Exclude<Compression, "none">, opts: DecompressOption
 export function gunzipTransform(): TransformStream<Uint8Array, Uint8Array> {
   let gunzip: Gunzip;
   return new TransformStream<Uint8Array, Uint8Array>({
-    start(controller) {
+    async start(controller) {
+      const { Gunzip } = await loadFflate();
       gunzip = new Gunzip((data) => {
         if (data.byteLength > 0) controller.enqueue(data);
       });
@@ -190,7 +194,8 @@ export function unzipTransform(entry?: string): TransformStream<Uint8Array, Uint
   const names: string[] = [];
   const wanted = (name: string) => entry === undefined || name === entry || name.slice(name.lastIndexOf("/") + 1) === entry;
   return new TransformStream<Uint8Array, Uint8Array>({
-    start(controller) {
+    async start(controller) {
+      const { Unzip, UnzipInflate } = await loadFflate();
       unzip = new Unzip((file) => {
         if (names.length < 20) names.push(file.name);
         if (chosen || file.name.endsWith("/") || !wanted(file.name)) return;

@@ -10,7 +10,7 @@
 // Values: timestamps keep the server's microseconds as ISO 8601 text (a JS Date would drop
 // them, and a cursor rounded down re-reads its own row); int8 is a number when exact, else
 // its decimal text; numeric stays text (exact); bytea is a Buffer (base64 in the event).
-import postgres from "postgres";
+import type postgres from "postgres";
 import type { Logger } from "../../agent/plugin.ts";
 import type { Cursor, Row } from "./rows.ts";
 import type { RowSource } from "./source.ts";
@@ -80,8 +80,10 @@ export class PostgresSource implements RowSource {
     this.secrets = [...dsnSecrets(opts.dsn), ...(process.env.PGPASSWORD ? [process.env.PGPASSWORD] : [])];
   }
 
-  private client(): postgres.Sql {
+  private async client(): Promise<postgres.Sql> {
     if (this.sql) return this.sql;
+    // Loaded on first use: agents without a PostgreSQL input do not carry the client in memory.
+    const { default: postgres } = await import("postgres");
     const log = this.opts.log;
     this.sql = postgres(this.opts.dsn, {
       max: 1,
@@ -110,7 +112,7 @@ export class PostgresSource implements RowSource {
   }
 
   async read(cursor: Cursor, take: (row: Row) => boolean, signal: AbortSignal): Promise<void> {
-    const sql = this.client();
+    const sql = await this.client();
     // statement_timeout bounds the server's work; this bounds a connection that stopped
     // answering at all (a dead peer the kernel has not noticed yet).
     let stalled = false;
@@ -157,11 +159,16 @@ export class PostgresSource implements RowSource {
 }
 
 /** A server error that ends the statement but leaves the connection usable (SQL error, timeout). */
+/** postgres.js's PostgresError, told by name: the client module is loaded lazily. */
+function isPostgresError(err: unknown): err is Error & { code?: string } {
+  return err instanceof Error && err.name === "PostgresError";
+}
+
 function isStatementError(err: unknown): boolean {
-  return err instanceof postgres.PostgresError && (err as { severity?: string }).severity === "ERROR";
+  return isPostgresError(err) && (err as { severity?: string }).severity === "ERROR";
 }
 
 function describe(err: unknown): string {
-  if (err instanceof postgres.PostgresError) return `${err.message} [${err.code}]`;
+  if (isPostgresError(err)) return `${err.message} [${err.code}]`;
   return err instanceof Error ? err.message : String(err);
 }
