@@ -5,6 +5,7 @@ const benches = [
   ["scripts/bench/pipeline.ts"],
   ["scripts/bench/pipeline.ts", "--store"],
   ["scripts/bench/spool.ts"],
+  ["scripts/bench/phishtank.ts"],
 ];
 let failed = 0;
 for (const args of benches) {
