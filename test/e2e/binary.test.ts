@@ -2,17 +2,15 @@
 // empty folder, driven through its CLI, posting to the strict reference receiver.
 // Runs when CYBEXP_E2E_BINARY names the executable (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { startReceiver, type Receiver } from "../../scripts/receiver.ts";
+import type { Receiver } from "../../scripts/receiver.ts";
 import { until } from "../until.ts";
-
-const BINARY = process.env.CYBEXP_E2E_BINARY ? resolve(process.env.CYBEXP_E2E_BINARY) : "";
-const skip = BINARY ? false : "set CYBEXP_E2E_BINARY to the compiled executable (npm run test:e2e)";
+import { agentFolder, Arrivals, configText as agentConfig, pause, referenceReceiver, skip, startAgent, type RunningAgent } from "./helpers.ts";
 
 interface Ran {
   code: number;
@@ -29,7 +27,6 @@ function cli(cwd: string, args: string[], input?: string): Promise<Ran> {
   });
 }
 
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -39,31 +36,9 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Every line of every accepted upload of input `name`. */
-async function receivedLines(receiver: Receiver, name: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const u of receiver.uploads.filter((u) => u.name === name)) {
-    const text = new TextDecoder().decode(await receiver.file(u.seq));
-    out.push(...text.split("\n").slice(0, -1));
-  }
-  return out;
-}
-
+/** A file input and a manual one, `extra` after them (in [inputs.desk]). */
 function configText(receiverUrl: string, extra = ""): string {
-  return `[agent]
-data_dir = "./data"
-[control]
-listen = "127.0.0.1:0"
-[api]
-url = "${receiverUrl}"
-token = "e2e-token"
-orgid = "org-e2e"
-timezone = "Asia/Tokyo"
-[api.batch]
-max_wait = "200ms"
-[spool]
-fsync = "100ms"
-[inputs.honeypot]
+  return agentConfig(receiverUrl, `[inputs.honeypot]
 type = "file"
 typetag = "cowrie-text"
 paths = ["./logs/*.log"]
@@ -71,23 +46,21 @@ paths = ["./logs/*.log"]
 type = "manual"
 typetag = "manual-ti"
 name = "analyst"
-${extra}`;
+${extra}`, { timezone: "Asia/Tokyo" });
 }
 
 describe("compiled binary", { skip }, () => {
   let receiver: Receiver;
   const dirs: string[] = [];
   const freshFolder = () => {
-    const d = mkdtempSync(join(tmpdir(), "e2e-"));
+    const d = agentFolder();
     dirs.push(d);
-    copyFileSync(BINARY, join(d, "cybexp-agent"));
-    execFile("chmod", ["755", join(d, "cybexp-agent")]);
     mkdirSync(join(d, "logs"));
     return d;
   };
 
   before(async () => {
-    receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: "e2e-token", keepFiles: true });
+    receiver = await referenceReceiver();
   });
   after(async () => {
     await receiver.close();
@@ -97,7 +70,7 @@ describe("compiled binary", { skip }, () => {
   test("validate, start, post, status --json, stop in an empty folder; 10,000 lines arrive", async () => {
     const d = freshFolder();
     writeFileSync(join(d, "agent.config.toml"), configText(receiver.url));
-    await new Promise((r) => setTimeout(r, 50));
+    await pause(50);
 
     const v = await cli(d, ["validate"]);
     assert.equal(v.code, 0, v.stderr);
@@ -126,8 +99,9 @@ describe("compiled binary", { skip }, () => {
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stdout, /accepted 1 event/);
 
-    await until(async () => (await receivedLines(receiver, "honeypot")).length >= 10_000 && receiver.uploads.some((u) => u.name === "analyst"), "10,000 lines and the post");
-    const got = await receivedLines(receiver, "honeypot");
+    const honeypot = new Arrivals(receiver, "honeypot");
+    await until(() => honeypot.count() >= 10_000 && receiver.uploads.some((u) => u.name === "analyst"), "10,000 lines and the post");
+    const got = await honeypot.lines();
     // concurrent uploads may arrive in any order; each line must arrive exactly once
     assert.equal(got.length, lines.length, "no line twice");
     assert.deepEqual([...got].sort(), [...lines].sort(), "every line");
@@ -201,6 +175,7 @@ describe("compiled binary", { skip }, () => {
     writeFileSync(join(d, "agent.config.toml"), configText(receiver.url).replace("[inputs.honeypot]", "[inputs.honeypot]\nbatch.max_events = 500"));
     const name = "honeypot";
     receiver.uploads.length = 0;
+    const arrivals = new Arrivals(receiver, name);
     receiver.failFor(3000, 503);
     const s = await cli(d, ["start"]);
     assert.equal(s.code, 0, s.stderr);
@@ -223,8 +198,8 @@ describe("compiled binary", { skip }, () => {
     assert.equal(restarted.code, 0, restarted.stderr);
     await writer;
 
-    await until(async () => new Set(await receivedLines(receiver, name)).size >= total, "all 50,000 lines", 120_000);
-    const got = await receivedLines(receiver, name);
+    await until(async () => arrivals.count() >= total && new Set(await arrivals.lines()).size >= total, "all 50,000 lines", 120_000);
+    const got = await arrivals.lines();
     const unique = new Set(got);
     assert.equal(unique.size, total, "every line arrived");
     for (const l of unique) assert.match(l, /^event seq=\d+ /);
@@ -238,28 +213,24 @@ describe("compiled binary", { skip }, () => {
 
 describe("from source under Deno", { skip: skip || !process.env.CYBEXP_E2E_DENO ? "set CYBEXP_E2E_DENO to the deno executable" : false }, () => {
   test("the same file-to-API flow runs with deno run -A agent/main.ts run", async () => {
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: "e2e-token", keepFiles: true });
+    const receiver = await referenceReceiver();
     const d = mkdtempSync(join(tmpdir(), "e2e-deno-"));
     mkdirSync(join(d, "logs"));
     writeFileSync(join(d, "agent.config.toml"), configText(receiver.url));
     const lines = Array.from({ length: 2000 }, (_, i) => `deno line ${i}`);
     writeFileSync(join(d, "logs", "a.log"), lines.join("\n") + "\n");
-    const main = resolve("agent/main.ts");
-    const child: ChildProcess = spawn(resolve(process.env.CYBEXP_E2E_DENO!), ["run", "-A", main, "run", "-c", join(d, "agent.config.toml")], {
-      cwd: d,
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr!.on("data", (b) => (stderr += b));
+    const command = [resolve(process.env.CYBEXP_E2E_DENO!), "run", "-A", resolve("agent/main.ts"), "run", "-c", join(d, "agent.config.toml")];
+    const honeypot = new Arrivals(receiver, "honeypot");
+    let agent: RunningAgent | undefined;
     try {
-      await until(async () => (await receivedLines(receiver, "honeypot")).length >= 2000, `2000 lines from the Deno agent (${stderr.slice(-500)})`);
-      assert.deepEqual(await receivedLines(receiver, "honeypot"), lines);
+      agent = await startAgent(d, { command, env: process.env });
+      await until(() => honeypot.count() >= 2000, `2000 lines from the Deno agent (${agent!.log().slice(-500)})`);
+      assert.deepEqual(await honeypot.lines(), lines);
     } finally {
-      child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
+      await agent?.stop();
       await receiver.close();
       rmSync(d, { recursive: true, force: true });
     }
-    assert.match(stderr, /agent stopped/);
+    assert.match(agent.log(), /agent stopped/);
   });
 });

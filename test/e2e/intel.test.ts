@@ -5,22 +5,21 @@
 // and the agent is stopped and run again on the same data_dir.
 // Runs when CYBEXP_E2E_BINARY names the executable (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders } from "node:http";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { describe, test } from "node:test";
-import { startReceiver, type Receiver } from "../../scripts/receiver.ts";
 import { until } from "../until.ts";
+import {
+  agentFolder, Arrivals, assertSameLines, canonical, configText, pause, referenceReceiver, settleOrFail, skip, startAgent, stopGracefully,
+  type InputStatus, type RunningAgent,
+} from "./helpers.ts";
 
-const BINARY = process.env.CYBEXP_E2E_BINARY ? resolve(process.env.CYBEXP_E2E_BINARY) : "";
-const skip = BINARY ? false : "set CYBEXP_E2E_BINARY to the compiled executable (npm run test:e2e)";
-const TOKEN = "e2e-token";
 const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 const BZIP2 = ["/usr/bin/bzip2", "/bin/bzip2"].find((p) => existsSync(p));
 
@@ -29,218 +28,7 @@ const PHISHTANK_KEY = "e2e0app0key0c0ffee";
 /** A MISP automation key is 40 characters; it goes out raw in Authorization. */
 const MISP_KEY = "Xk2bN7qLr4TzW9mVc3HsDf8GjP1aYe6uR0oQiE5w";
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fixture = (path: string) => readFileSync(join(FIXTURES, path), "utf8");
-
-// ---- the agent as a process -----------------------------------------------------------------
-
-interface InputStatus {
-  name: string;
-  state: string;
-  events: number;
-  errors: number;
-  last_error: string | null;
-  last_poll?: string | null;
-  [detail: string]: unknown;
-}
-
-interface RunningAgent {
-  /** The last few KB of the agent's log (stderr), for failure messages. */
-  log(): string;
-  running(): boolean;
-  status(): Promise<{ inputs: InputStatus[] }>;
-  input(name: string): Promise<InputStatus>;
-  /** SIGTERM (SIGKILL after 10 s); resolves to how it ended: "exit 0", "signal SIGKILL", ... */
-  stop(): Promise<string>;
-}
-
-function configText(receiverUrl: string, inputs: string): string {
-  return `[agent]
-data_dir = "./data"
-[control]
-listen = "127.0.0.1:0"
-[api]
-url = "${receiverUrl}"
-token = "${TOKEN}"
-orgid = "org-e2e"
-[api.batch]
-max_wait = "200ms"
-[spool]
-fsync = "100ms"
-${inputs}`;
-}
-
-/** A fresh folder holding the executable alone and its config. */
-function agentFolder(receiver: Receiver, inputs: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "e2e-intel-"));
-  copyFileSync(BINARY, join(dir, "cybexp-agent"));
-  chmodSync(join(dir, "cybexp-agent"), 0o755);
-  writeFileSync(join(dir, "agent.config.toml"), configText(receiver.url, inputs));
-  return dir;
-}
-
-/** Runs the executable in the foreground (`run`) in `dir`; a second run finds the first one's data_dir. */
-async function startAgent(dir: string): Promise<RunningAgent> {
-  const child: ChildProcess = spawn(join(dir, "cybexp-agent"), ["run", "-c", "agent.config.toml"], {
-    cwd: dir,
-    env: { PATH: "/usr/bin:/bin" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (b: Buffer) => {
-    stderr = (stderr + b.toString("utf8")).slice(-8000);
-  });
-  const exited = new Promise<string>((r) => child.once("exit", (code, signal) => r(signal ? `signal ${signal}` : `exit ${code}`)));
-  const running = () => child.exitCode === null && child.signalCode === null;
-  const stop = async () => {
-    if (running()) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      const how = await exited;
-      clearTimeout(timer);
-      return how;
-    }
-    return await exited;
-  };
-  try {
-    const rcPath = join(dir, "data", "runningconfig");
-    let rc: { pid: number; url: string; token: string } | undefined;
-    await until(() => {
-      if (!running()) assert.fail(`the agent exited during start-up: ${stderr}`);
-      if (!existsSync(rcPath)) return false;
-      try {
-        rc = JSON.parse(readFileSync(rcPath, "utf8"));
-      } catch {
-        return false; // being written
-      }
-      return rc?.pid === child.pid;
-    }, "the agent's runningconfig", 30_000);
-    const { url, token } = rc!;
-    const status = async () => {
-      const res = await fetch(`${url}/status`, { headers: { authorization: `Bearer ${token}` } });
-      assert.equal(res.status, 200, "GET /status");
-      return (await res.json()) as { inputs: InputStatus[] };
-    };
-    return {
-      running, stop, status,
-      log: () => stderr,
-      async input(name) {
-        const s = (await status()).inputs.find((i) => i.name === name);
-        assert.ok(s, `input ${name} in /status`);
-        return s;
-      },
-    };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
-/** Stops the agent and checks that it went the graceful way: its own "agent stopped" and the
- *  runningconfig removed (the exit status is not used: Deno's child_process reports the signal
- *  it sent even when the process exits 0). */
-async function stopGracefully(agent: RunningAgent, dir: string): Promise<void> {
-  const how = await agent.stop();
-  const graceful = how !== "signal SIGKILL" && /"msg":"agent stopped"/.test(agent.log()) && !existsSync(join(dir, "data", "runningconfig"));
-  assert.ok(graceful, `a graceful stop on SIGTERM (${how}): ${agent.log().slice(-1500)}`);
-}
-
-// ---- what arrives -----------------------------------------------------------------------------
-
-/** The lines of every accepted upload of one input, decoded once per upload as they arrive. */
-class Arrivals {
-  private readonly decoded: string[] = [];
-  private seen = 0;
-  constructor(private readonly receiver: Receiver, readonly name: string) {}
-
-  /** Lines received so far (cheap: the receiver counts them). */
-  count(): number {
-    let n = 0;
-    for (const u of this.receiver.uploads) if (u.name === this.name) n += u.lines;
-    return n;
-  }
-
-  async lines(): Promise<string[]> {
-    while (this.seen < this.receiver.uploads.length) {
-      const u = this.receiver.uploads[this.seen++]!;
-      if (u.name !== this.name) continue;
-      const text = new TextDecoder().decode(await this.receiver.file(u.seq));
-      for (const l of text.split("\n").slice(0, -1)) this.decoded.push(l);
-    }
-    return this.decoded;
-  }
-
-  /** The lines that arrived after the first `from`. */
-  async since(from: number): Promise<string[]> {
-    return (await this.lines()).slice(from);
-  }
-
-  /** [typetag, filename] of every upload of this input, once each. */
-  kinds(): string[][] {
-    const seen = new Set<string>();
-    for (const u of this.receiver.uploads) if (u.name === this.name) seen.add(JSON.stringify([u.typetag, u.filename]));
-    return [...seen].map((s) => JSON.parse(s));
-  }
-}
-
-/** Waits until each input got at least its count of lines (failing with what is missing, or with
- *  what `check` finds wrong meanwhile), then a little longer so that duplicates arriving just
- *  behind the last line are seen too. */
-async function settle(wanted: Array<[Arrivals, number]>, what: string, check?: () => void, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (wanted.some(([a, n]) => a.count() < n) && Date.now() < end) {
-    check?.();
-    await pause(20);
-  }
-  await pause(700);
-  const short = wanted.filter(([a, n]) => a.count() < n);
-  if (short.length) assert.fail(`${what}: ${short.map(([a, n]) => `${a.name} has ${a.count()} of ${n} lines`).join(", ")}`);
-}
-
-/** Where `want` and `got` differ, for a failure message ("" when they hold the same lines once each):
- *  missing lines as ranges of their positions in `want`, lines that came twice, and strangers. */
-function differences(got: string[], want: string[]): string {
-  const wanted = new Set(want);
-  const counts = new Map<string, number>();
-  for (const l of got) counts.set(l, (counts.get(l) ?? 0) + 1);
-  const ranges: Array<[number, number]> = [];
-  let missing = 0;
-  want.forEach((l, i) => {
-    if (counts.has(l)) return;
-    missing++;
-    const last = ranges.at(-1);
-    if (last && last[1] === i - 1) last[1] = i;
-    else ranges.push([i, i]);
-  });
-  const twice = [...counts].filter(([, n]) => n > 1).map(([l]) => l);
-  const unexpected = [...counts.keys()].filter((l) => !wanted.has(l));
-  const first = (ls: string[]) => ls.slice(0, 3).map((l) => JSON.stringify(l.slice(0, 160))).join(", ");
-  const out: string[] = [];
-  if (missing) {
-    const shown = ranges.slice(0, 5).map(([a, b]) => (a === b ? `#${a}` : `#${a}-#${b}`)).join(", ");
-    out.push(`${missing} missing (sent as ${shown}${ranges.length > 5 ? ", ..." : ""}; first: ${first(want.filter((l) => !counts.has(l)))})`);
-  }
-  if (twice.length) out.push(`${twice.length} twice (first: ${first(twice)})`);
-  if (unexpected.length) out.push(`${unexpected.length} unexpected (first: ${first(unexpected)})`);
-  return out.join("; ");
-}
-
-/** Asserts that `got` holds exactly the lines of `want`, each once. */
-function assertSameLines(got: string[], want: string[], what: string): void {
-  const diff = differences(got, want);
-  assert.equal(diff, "", `${what}: ${want.length} expected, ${got.length} arrived: ${diff}`);
-  assert.equal(got.length, want.length, what);
-}
-
-/** A JSON event's text in one canonical form (key order kept), to compare events whose
- *  whitespace the agent may change (MISP's pretty-printed elements are put on one line). */
-const canonical = (line: string) => {
-  try {
-    return JSON.stringify(JSON.parse(line));
-  } catch {
-    return `not JSON: ${line}`;
-  }
-};
 
 // ---- fixture servers ----------------------------------------------------------------------
 
@@ -501,8 +289,8 @@ describe("compiled binary: threat-intel inputs", { skip }, () => {
     const misp = await fixtureServer(mispSearch(() => mispEvents, violations));
     const PAGE = 7;
 
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: TOKEN, keepFiles: true });
-    const dir = agentFolder(receiver, `
+    const receiver = await referenceReceiver();
+    const dir = agentFolder(configText(receiver.url, `
 [inputs.openphish]
 type = "openphish"
 typetag = "openphish"
@@ -529,7 +317,7 @@ page_size = ${PAGE}
 timeout = "10s"
 [inputs.misp.filters]
 published = true
-`);
+`));
     let agent: RunningAgent | undefined;
     try {
       agent = await startAgent(dir);
@@ -549,7 +337,7 @@ published = true
 
       // ---- 1. first polls: every record once
       const published1 = mispEvents.filter((e) => e.Event.published === true);
-      await settle([[op, opUrls1.length], [pt, records1.length], [mi, published1.length]], `first polls (${agent.log().slice(-600)})`, noViolations);
+      await settleOrFail([[op, opUrls1.length], [pt, records1.length], [mi, published1.length]], `first polls (${agent.log().slice(-600)})`, noViolations);
       noViolations();
       assertSameLines(await op.lines(), opUrls1, "openphish: the feed's URLs as text events");
       assertSameLines(await pt.lines(), dump1.texts, "phishtank: the dump's records as they are in it");
@@ -605,7 +393,7 @@ published = true
       const mispChanged = [...edits, republished, ...added].map((e) => JSON.stringify(e));
 
       const from3 = { op: op.count(), pt: pt.count(), mi: mi.count() };
-      await settle([[op, from3.op + opNew.length], [pt, from3.pt + dumpChanged.length], [mi, from3.mi + mispChanged.length]], "the changes", noViolations);
+      await settleOrFail([[op, from3.op + opNew.length], [pt, from3.pt + dumpChanged.length], [mi, from3.mi + mispChanged.length]], "the changes", noViolations);
       await morePolls(polls(), 2, "after the changes");
       noViolations();
       assertSameLines(await op.since(from3.op), opNew, "openphish after the feed changed: only the new URLs");
@@ -614,7 +402,7 @@ published = true
 
       // ---- 4. stop, run again on the same data_dir: nothing is posted again
       const lastSearch = searchOf(misp.requests.at(-1)!).timestamp;
-      await stopGracefully(agent, dir);
+      await stopGracefully(agent);
       const mark4 = polls();
       const lines4 = { op: op.count(), pt: pt.count(), mi: mi.count() };
       agent = await startAgent(dir);
@@ -646,8 +434,8 @@ published = true
   });
 
   test("misp_file drop folder (restSearch answer, single event, list, feed folder, a broken file) and a SQLite table by cursor: posted once, changes only, nothing again after a restart", async () => {
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: TOKEN, keepFiles: true });
-    const dir = agentFolder(receiver, `
+    const receiver = await referenceReceiver();
+    const dir = agentFolder(configText(receiver.url, `
 [inputs.misp_drop]
 type = "misp_file"
 typetag = "misp"
@@ -664,7 +452,7 @@ query = "SELECT id, seen_at, indicator, kind, confidence, source FROM indicators
 cursor_column = "id"
 interval = "500ms"
 max_rows = 25
-`);
+`));
     const drop = join(dir, "drop");
     const feedDir = join(drop, "circl-feed");
     mkdirSync(feedDir, { recursive: true });
@@ -734,7 +522,7 @@ max_rows = 25
 
       // ---- 1. every event once, the broken file reported, every row once
       const events1 = ev.slice(0, 13).map((e) => JSON.stringify(e));
-      await settle([[md, events1.length], [db, 60]], `first scans (${agent.log().slice(-600)})`);
+      await settleOrFail([[md, events1.length], [db, 60]], `first scans (${agent.log().slice(-600)})`);
       assertSameLines((await md.lines()).map(canonical), events1, "misp_drop: the events of the export, the single event, the list and the feed");
       assertSameLines((await db.lines()).map(canonical), rowsOf(range(1, 60)), "intel_db: the rows as JSON events");
       assert.deepEqual(md.kinds(), [["misp", "misp_drop.ndjson"]]);
@@ -768,7 +556,7 @@ max_rows = 25
       }
       const events3 = [ev[13]!, ev[14]!, editedExport, editedFeed, ev[15]!].map((e) => JSON.stringify(e));
       const from3 = { md: md.count(), db: db.count() };
-      await settle([[md, from3.md + events3.length], [db, from3.db + 15]], "the changes");
+      await settleOrFail([[md, from3.md + events3.length], [db, from3.db + 15]], "the changes");
       await morePolls("after the changes");
       assertSameLines((await md.since(from3.md)).map(canonical), events3, "misp_drop after the changes: the new and edited events");
       assertSameLines((await db.since(from3.db)).map(canonical), rowsOf(range(61, 75)), "intel_db after the inserts: the new rows only");
@@ -776,7 +564,7 @@ max_rows = 25
       assert.deepEqual([drop3.state, drop3.errors], ["running", errors1], `misp_drop after the changes: ${JSON.stringify(drop3)}`);
 
       // ---- 4. stop, run again on the same data_dir: nothing again, then only what is new
-      await stopGracefully(agent, dir);
+      await stopGracefully(agent);
       const lines4 = { md: md.count(), db: db.count() };
       agent = await startAgent(dir);
       await morePolls("after the restart");
@@ -785,7 +573,7 @@ max_rows = 25
 
       writeJson(join(drop, "after-restart.json"), { Event: ev[16]!.Event });
       insertRows(range(76, 80));
-      await settle([[md, lines4.md + 1], [db, lines4.db + 5]], "what came after the restart");
+      await settleOrFail([[md, lines4.md + 1], [db, lines4.db + 5]], "what came after the restart");
       await morePolls("after the last changes");
       assertSameLines((await md.since(lines4.md)).map(canonical), [JSON.stringify(ev[16])], "misp_drop after the restart: the new file's event");
       assertSameLines((await db.since(lines4.db)).map(canonical), rowsOf(range(76, 80)), "intel_db after the restart: the rows past the saved cursor");

@@ -3,185 +3,25 @@
 // logrotate, a websocket server) feed it, and the reference receiver shows what arrived.
 // Runs when CYBEXP_E2E_BINARY names the executable (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { createSocket } from "node:dgram";
-import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { WebSocketServer, type WebSocket } from "ws";
-import { startReceiver, type Receiver } from "../../scripts/receiver.ts";
+import type { SyslogEvent } from "../../plugins/syslog/parse.ts";
 import { until } from "../until.ts";
+import { Arrivals, canonical, differences, pause, referenceReceiver, runAgent, settle, skip, type RunningAgent } from "./helpers.ts";
 
-const BINARY = process.env.CYBEXP_E2E_BINARY ? resolve(process.env.CYBEXP_E2E_BINARY) : "";
-const skip = BINARY ? false : "set CYBEXP_E2E_BINARY to the compiled executable (npm run test:e2e)";
 const LOGGEN = ["/usr/bin/loggen", "/usr/sbin/loggen"].find((p) => existsSync(p));
 const LOGROTATE = ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"].find((p) => existsSync(p));
-const TOKEN = "e2e-token";
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---- the agent as a process -----------------------------------------------------------------
-
-interface RunningAgent {
-  dir: string;
-  child: ChildProcess;
-  url: string;
-  token: string;
-  /** The last few KB of the agent's log (stderr), for failure messages. */
-  log(): string;
-  running(): boolean;
-  status(): Promise<{ inputs: Array<Record<string, unknown> & { name: string }> }>;
-  /** SIGTERM, SIGKILL after 10 s; removes the folder. */
-  stop(): Promise<void>;
-}
-
-function configText(receiverUrl: string, inputs: string): string {
-  return `[agent]
-data_dir = "./data"
-[control]
-listen = "127.0.0.1:0"
-[api]
-url = "${receiverUrl}"
-token = "${TOKEN}"
-orgid = "org-e2e"
-[api.batch]
-max_wait = "200ms"
-[spool]
-fsync = "100ms"
-${inputs}`;
-}
-
-/** Copies the executable alone into a fresh folder and runs it in the foreground (`run`). */
-async function runAgent(receiver: Receiver, inputs: string, prepare?: (dir: string) => void): Promise<RunningAgent> {
-  const dir = mkdtempSync(join(tmpdir(), "e2e-logs-"));
-  copyFileSync(BINARY, join(dir, "cybexp-agent"));
-  chmodSync(join(dir, "cybexp-agent"), 0o755);
-  writeFileSync(join(dir, "agent.config.toml"), configText(receiver.url, inputs));
-  prepare?.(dir);
-  const child = spawn(join(dir, "cybexp-agent"), ["run", "-c", "agent.config.toml"], {
-    cwd: dir,
-    env: { PATH: "/usr/bin:/bin" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (b: Buffer) => {
-    stderr = (stderr + b.toString("utf8")).slice(-8000);
-  });
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const running = () => child.exitCode === null && child.signalCode === null;
-  const stop = async () => {
-    if (running()) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    const rcPath = join(dir, "data", "runningconfig");
-    await until(() => {
-      if (!running()) assert.fail(`the agent exited during start-up: ${stderr}`);
-      return existsSync(rcPath);
-    }, "the agent's runningconfig", 30_000);
-    const rc = JSON.parse(readFileSync(rcPath, "utf8")) as { url: string; token: string };
-    return {
-      dir, child, url: rc.url, token: rc.token, running, stop,
-      log: () => stderr,
-      async status() {
-        const res = await fetch(`${rc.url}/status`, { headers: { authorization: `Bearer ${rc.token}` } });
-        assert.equal(res.status, 200, "GET /status");
-        return await res.json();
-      },
-    };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
-/** The lines of every accepted upload of one input, decoded once per upload as they arrive. */
-class Arrivals {
-  private readonly decoded: string[] = [];
-  private seen = 0;
-  constructor(private readonly receiver: Receiver, private readonly name: string) {}
-
-  /** Lines received so far (cheap: the receiver counts them). */
-  count(): number {
-    let n = 0;
-    for (const u of this.receiver.uploads) if (u.name === this.name) n += u.lines;
-    return n;
-  }
-
-  async lines(): Promise<string[]> {
-    while (this.seen < this.receiver.uploads.length) {
-      const u = this.receiver.uploads[this.seen++]!;
-      if (u.name !== this.name) continue;
-      const text = new TextDecoder().decode(await this.receiver.file(u.seq));
-      for (const l of text.split("\n").slice(0, -1)) this.decoded.push(l);
-    }
-    return this.decoded;
-  }
-}
-
-/** Waits for `n` lines of an input; does not fail on timeout, so the caller can say which are missing. */
-async function settle(arrivals: Arrivals, n: number, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (arrivals.count() < n && Date.now() < end) await pause(20);
-  // a little longer, so that duplicates arriving just behind the last line are seen too
-  await pause(500);
-}
-
-/** Where `want` and `got` differ, for a failure message ("" when they hold the same lines once each):
- *  missing lines as ranges of their positions in `want`, lines that came twice, and strangers. */
-function differences(got: string[], want: string[]): string {
-  const wanted = new Set(want);
-  const counts = new Map<string, number>();
-  for (const l of got) counts.set(l, (counts.get(l) ?? 0) + 1);
-  const ranges: Array<[number, number]> = [];
-  let missing = 0;
-  want.forEach((l, i) => {
-    if (counts.has(l)) return;
-    missing++;
-    const last = ranges.at(-1);
-    if (last && last[1] === i - 1) last[1] = i;
-    else ranges.push([i, i]);
-  });
-  const twice = [...counts].filter(([, n]) => n > 1).map(([l]) => l);
-  const unexpected = [...counts.keys()].filter((l) => !wanted.has(l));
-  const first = (ls: string[]) => ls.slice(0, 3).map((l) => JSON.stringify(l.slice(0, 120))).join(", ");
-  const out: string[] = [];
-  if (missing) {
-    const shown = ranges.slice(0, 5).map(([a, b]) => (a === b ? `#${a}` : `#${a}-#${b}`)).join(", ");
-    out.push(`${missing} missing (sent as ${shown}${ranges.length > 5 ? ", ..." : ""}; first: ${first(want.filter((l) => !counts.has(l)))})`);
-  }
-  if (twice.length) out.push(`${twice.length} twice (first: ${first(twice)})`);
-  if (unexpected.length) out.push(`${unexpected.length} unexpected (first: ${first(unexpected)})`);
-  return out.join("; ");
-}
 
 // ---- syslog -----------------------------------------------------------------------------------
 
 /** The keys of every syslog event (DESIGN.md, event shapes): absent fields are null, never left out. */
 const SYSLOG_KEYS = ["appname", "facility", "format", "hostname", "message", "msgid", "procid", "severity", "source_ip", "structured_data", "timestamp", "transport"];
-
-interface SyslogEvent {
-  facility: number | null;
-  severity: number | null;
-  timestamp: string | null;
-  hostname: string | null;
-  appname: string | null;
-  procid: string | null;
-  msgid: string | null;
-  structured_data: Record<string, Record<string, string>> | null;
-  message: string | null;
-  format: "rfc5424" | "rfc3164" | "raw";
-  source_ip: string | null;
-  transport: "udp" | "tcp";
-}
 
 function loggen(args: string[]): Promise<string> {
   return new Promise((res, rej) =>
@@ -251,7 +91,7 @@ function assertLoggenEvent(e: SyslogEvent, format: SyslogEvent["format"], transp
 
 describe("compiled binary: log inputs", { skip }, () => {
   test("syslog: loggen over TCP (RFC 5424 octet counting, RFC 3164 LF) and UDP arrives parsed; random bytes do not kill it", { skip: LOGGEN ? false : "loggen is not installed (apt-get install syslog-ng-core)" }, async () => {
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: TOKEN, keepFiles: true });
+    const receiver = await referenceReceiver();
     const agent = await runAgent(receiver, `[inputs.syslog]
 type = "syslog"
 typetag = "syslog"
@@ -285,7 +125,7 @@ listen = ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]
       await udpSend(udp, ["<165>1 2026-11-27T10:00:00.003Z bom.example.com evntslog 42 ID47 - \uFEFFBOM over UDP"]);
 
       const total = 2000 + 20_000 + 5000 + bsd.length + 2;
-      await settle(arrivals, total, 40_000);
+      await settle([[arrivals, total]], { ms: 40_000 });
       const events = (await arrivals.lines()).map((l) => JSON.parse(l) as SyslogEvent);
       const group = (p: (e: SyslogEvent) => boolean) => events.filter(p);
       const viaUdp = group((e) => e.transport === "udp" && /^prg/.test(e.appname ?? ""));
@@ -380,7 +220,7 @@ listen = ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]
   // ---- file ------------------------------------------------------------------------------------
 
   test("file: logrotate rotates four times by rename+create and once by copytruncate while lines are written; a late file appears; every line arrives once", { skip: LOGROTATE ? false : "logrotate is not installed (apt-get install logrotate)" }, async () => {
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: TOKEN, keepFiles: true });
+    const receiver = await referenceReceiver();
     const agent = await runAgent(receiver, `[inputs.app]
 type = "file"
 typetag = "app-log"
@@ -439,7 +279,7 @@ paths = ["./logs/app*.log"]
         await pause(50);
         const upTo = written.length;
         // not failing here: the final comparison names what is missing
-        await settle(arrivals, upTo, 20_000);
+        await settle([[arrivals, upTo]], { ms: 20_000 });
         beforeTruncate = differences(await arrivals.lines(), written.slice(0, upTo));
         await rotate(truncConf);
         paused = false;
@@ -456,7 +296,7 @@ paths = ["./logs/app*.log"]
       }
 
       const expected = [...written, ...late];
-      await settle(arrivals, expected.length, 30_000);
+      await settle([[arrivals, expected.length]]);
       const got = await arrivals.lines();
       const diff = differences(got, expected);
       if (diff) assert.fail(`${expected.length} lines written, ${got.length} arrived: ${diff}` +
@@ -474,15 +314,15 @@ paths = ["./logs/app*.log"]
   });
 
   /** "app.log.2: 3250 lines, 0 arrived; ..." — which rotated file the missing lines ended up in. */
-function whereLinesAre(dir: string, got: string[]): string {
-  const arrived = new Set(got);
-  return readdirSync(dir).sort().map((f) => {
-    const ls = readFileSync(join(dir, f), "utf8").split("\n").filter(Boolean);
-    return `${f}: ${ls.length} lines, ${ls.filter((l) => arrived.has(l)).length} arrived`;
-  }).join("; ");
-}
+  function whereLinesAre(dir: string, got: string[]): string {
+    const arrived = new Set(got);
+    return readdirSync(dir).sort().map((f) => {
+      const ls = readFileSync(join(dir, f), "utf8").split("\n").filter(Boolean);
+      return `${f}: ${ls.length} lines, ${ls.filter((l) => arrived.has(l)).length} arrived`;
+    }).join("; ");
+  }
 
-// ---- websocket --------------------------------------------------------------------------------
+  // ---- websocket ------------------------------------------------------------------------------
 
   test("websocket: 5,000 JSON frames with the connection dropped halfway; every frame arrives", async () => {
     const total = 5000;
@@ -526,7 +366,7 @@ function whereLinesAre(dir: string, got: string[]): string {
       }
     });
 
-    const receiver = await startReceiver({ port: 0, hostname: "127.0.0.1", token: TOKEN, keepFiles: true });
+    const receiver = await referenceReceiver();
     let agent: RunningAgent | undefined;
     try {
       agent = await runAgent(receiver, `[inputs.honeypot]
@@ -539,11 +379,11 @@ reconnect_max = "2s"
       const arrivals = new Arrivals(receiver, "honeypot");
       await until(() => halves.second || serverError !== "", "the agent to reconnect and the server to send the second half", 30_000);
       assert.equal(serverError, "", "the server sent every frame");
-      await settle(arrivals, total, 30_000);
+      await settle([[arrivals, total]]);
       const got = await arrivals.lines();
       const sent = frames.map((f) => JSON.stringify(f));
       // a JSON object frame is sent as it arrived; compare as objects, independent of key spacing
-      const normalised = got.map((l) => JSON.stringify(JSON.parse(l)));
+      const normalised = got.map(canonical);
       const diff = differences(normalised, sent);
       assert.equal(diff, "", `${total} frames sent (${half} before the drop, ${connections} connections), ${got.length} arrived: ${diff}`);
       assert.equal(got.length, total);
