@@ -204,14 +204,10 @@ export class HttpClient {
     if (target.protocol !== "http:" && target.protocol !== "https:") {
       throw new HttpError(`not an http(s) URL: ${redactText(url, secrets)}`, "rejected", null);
     }
-    if (target.username || target.password) {
-      const user = safeDecode(target.username);
-      const pass = safeDecode(target.password);
-      secrets.push(user, pass, target.username, target.password);
-      const basic = `Basic ${base64(`${user}:${pass}`)}`;
-      if (!headers.has("authorization")) set("authorization", basic);
-      target.username = "";
-      target.password = "";
+    const userinfo = takeUserinfo(target);
+    if (userinfo) {
+      secrets.push(...userinfo.secrets);
+      if (!headers.has("authorization")) set("authorization", userinfo.authorization);
     }
     const display = (u: string | URL) => redactText(String(u), secrets);
 
@@ -506,6 +502,26 @@ function base64(s: string): string {
   let bin = "";
   for (const b of bytes) bin += String.fromCharCode(b);
   return btoa(bin);
+}
+
+/** The Authorization header value of HTTP basic authentication. */
+export function basicAuth(user: string, password: string): string {
+  return `Basic ${base64(`${user}:${password}`)}`;
+}
+
+/**
+ * Takes the userinfo out of `url` (changed in place) as basic authentication: the
+ * Authorization value and the secrets to keep out of messages (decoded and as written);
+ * null when the URL has none.
+ */
+export function takeUserinfo(url: URL): { authorization: string; secrets: string[] } | null {
+  if (!url.username && !url.password) return null;
+  const user = safeDecode(url.username);
+  const pass = safeDecode(url.password);
+  const secrets = [user, pass, url.username, url.password];
+  url.username = "";
+  url.password = "";
+  return { authorization: basicAuth(user, pass), secrets };
 }
 
 /** A header value's secret pieces: the whole value and its long words (the token after "Bearer"). */

@@ -5,33 +5,15 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import plugin from "./index.ts";
-import { DatabaseTestEnv } from "./input-harness.ts";
+import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input-harness.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { until } from "../../test/until.ts";
 
 const T = { timeout: 60_000 };
 
-function pollCount(env: DatabaseTestEnv): number {
-  return env.logs.filter((l) => l.includes('"msg":"polled"')).length;
-}
-
-/** Waits for `n` more polls of the input to finish. */
-async function polls(env: DatabaseTestEnv, n = 2): Promise<void> {
-  const from = pollCount(env);
-  await until(() => pollCount(env) >= from + n, `${n} more polls`);
-}
-
-/** Waits until `want` events have been spooled in all (taking them into `into`). */
-async function collect(env: DatabaseTestEnv, into: Array<Record<string, unknown>>, want: number): Promise<void> {
-  await until(() => {
-    into.push(...env.events());
-    return into.length >= want;
-  }, `${want} events (have ${into.length})`);
-}
-
 async function withEnv(fn: (env: DatabaseTestEnv, file: string) => Promise<void>): Promise<void> {
-  const env = await DatabaseTestEnv.create();
+  const env = await createDatabaseTestEnv();
   try {
     await fn(env, join(env.dir, "source.db"));
   } finally {
@@ -89,21 +71,21 @@ test("integer id cursor: the first poll posts every row, a re-poll nothing, then
       { id: 3, msg: "port scan", score: null },
     ]);
     await polls(env);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
 
     insert.run("new 4", 4);
     insert.run("new 5", 5);
     const more: Array<Record<string, unknown>> = [];
     await collect(env, more, 2);
     await polls(env);
-    more.push(...env.events());
+    more.push(...spooledRows(env));
     assert.deepEqual(more.map((e) => e.id), [4, 5]);
     assert.equal(first.ctx.counters.detail.cursor, 5);
 
     await first.stop();
     env.start(options);
     await polls(env);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
     insert.run("after restart", 6);
     const last: Array<Record<string, unknown>> = [];
     await collect(env, last, 1);
@@ -128,7 +110,7 @@ test("ISO text timestamp cursor with >=: rows sharing the cursor value are poste
     const got: Array<Record<string, unknown>> = [];
     await collect(env, got, 3);
     await polls(env);
-    got.push(...env.events());
+    got.push(...spooledRows(env));
     assert.deepEqual(got.map((e) => e.msg), ["one", "two", "two too"]);
     assert.equal(first.ctx.counters.detail.cursor, "2024-05-01T10:00:01.000Z");
 
@@ -138,13 +120,13 @@ test("ISO text timestamp cursor with >=: rows sharing the cursor value are poste
     const more: Array<Record<string, unknown>> = [];
     await collect(env, more, 2);
     await polls(env);
-    more.push(...env.events());
+    more.push(...spooledRows(env));
     assert.deepEqual(more.map((e) => e.msg), ["late", "three"]);
 
     await first.stop();
     env.start(options);
     await polls(env);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
     w.close();
   });
 });
@@ -166,12 +148,12 @@ test("values: integers past 2^53 as strings, blobs as base64; a cursor past 2^53
       { id: "9007199254740994", payload: null, ratio: -1e300, note: "x" },
     ]);
     await polls(env);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
     await first.stop();
 
     env.start(options);
     await polls(env);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
     insert.run(base + 3n, null, 1, "y");
     const more: Array<Record<string, unknown>> = [];
     await collect(env, more, 1);
@@ -215,7 +197,7 @@ test("with >= a run of equal cursor values longer than a page still gets through
     await collect(env, got, 7);
     await until(() => input.ctx.counters.detail.cursor === "2024-05-03T00:00:00Z", "the last cursor");
     await polls(env);
-    got.push(...env.events());
+    got.push(...spooledRows(env));
     assert.deepEqual(got.map((e) => e.id), [1, 2, 3, 4, 5, 6, 7]);
     w.close();
   });
@@ -235,7 +217,7 @@ test("a locked database does not crash the input: it retries and reads once the 
     await until(() => input.ctx.counters.errors > 0, "a reported error");
     assert.match(input.ctx.counters.last_error ?? "", /locked/);
     assert.equal(failed, undefined);
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
 
     w.exec("COMMIT");
     const got: Array<Record<string, unknown>> = [];
@@ -266,7 +248,7 @@ test("a result without cursor_column fails the input with a message naming the c
     w.exec("CREATE TABLE events (id INTEGER PRIMARY KEY, msg TEXT); INSERT INTO events (msg) VALUES ('x')");
     const input = env.start({ driver: "sqlite", dsn: file, query: "SELECT msg FROM events WHERE id > $1", cursor_column: "id", interval: "100ms" });
     await assert.rejects(input.done, (err: unknown) => err instanceof FatalInputError && /no column "id".*msg/.test(err.message));
-    assert.deepEqual(env.events(), []);
+    assert.deepEqual(spooledRows(env), []);
     w.close();
   });
 });

@@ -3,7 +3,7 @@
 // the last row's cursor_column. SQLite (node:sqlite) and PostgreSQL (the `postgres` client).
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import { intervalOption, timeoutOption } from "../../agent/helpers/feed.ts";
 import { DatabaseInput } from "./input.ts";
 
 /** $1 as a parameter, not the start of $10. */
@@ -19,12 +19,10 @@ const options = z.object({
   cursor_column: z.string().min(1).describe("The result column whose value in the last row becomes the next cursor (best a strictly increasing one, like an id)."),
   cursor_start: z.union([z.number(), z.string()]).default(0)
     .describe("The cursor of the first poll (when no state is saved), e.g. 0 or \"2024-01-01T00:00:00Z\". Changing it later starts over from the new value."),
-  interval: duration().prefault("1m").refine((ms) => ms >= 10, { message: "expected at least 10ms" })
-    .describe("How often the query runs while it finds nothing new."),
+  interval: intervalOption("1m", "How often the query runs while it finds nothing new."),
   max_rows: z.number().int().min(1).max(1_000_000).default(10_000)
     .describe("Most rows read in one poll; a full page is followed by the next poll at once. With a LIMIT in the query, set it to the same number."),
-  query_timeout: duration().prefault("30s").refine((ms) => ms >= 1, { message: "expected a positive duration" })
-    .describe("postgres: longest run of one query (statement_timeout) and of connecting."),
+  query_timeout: timeoutOption("30s", "postgres: longest run of one query (statement_timeout) and of connecting."),
 }).strict().superRefine((o, ctx) => {
   if (o.driver !== "postgres") return;
   let ok = false;

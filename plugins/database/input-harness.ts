@@ -1,70 +1,34 @@
-// Test scaffolding for the database input: a real spool and state store in a temp dir, and
-// inputs started on them (again after a stop, to check what a restart does).
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+// Test scaffolding for the database input: InputTestEnv (a real spool and state store in a
+// temp dir) with `database` inputs named "db", and the waits both database test files use.
 import plugin from "./index.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { createLogger } from "../../agent/log.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { InputTestEnv } from "../../test/plugin-harness.ts";
+import { until } from "../../test/until.ts";
 
-export interface RunningDatabaseInput {
-  ctx: CoreInputContext;
-  /** Resolves when run() returns; rejects with its failure. */
-  done: Promise<void>;
-  /** Stops the input and waits for its last checkpoint. */
-  stop(): Promise<void>;
+export type DatabaseTestEnv = InputTestEnv;
+
+export function createDatabaseTestEnv(): Promise<DatabaseTestEnv> {
+  return InputTestEnv.create(plugin, { name: "db" });
 }
 
-export class DatabaseTestEnv {
-  /** Every log line of every input started here (JSON text). */
-  readonly logs: string[] = [];
-  private running: RunningDatabaseInput[] = [];
+/** The rows spooled since the last call, parsed. */
+export function spooledRows(env: DatabaseTestEnv): Array<Record<string, unknown>> {
+  return env.jsonLines().map((line) => JSON.parse(line) as Record<string, unknown>);
+}
 
-  private constructor(readonly dir: string, readonly spool: Spool) {}
+function pollCount(env: DatabaseTestEnv): number {
+  return env.logs.filter((l) => l.includes('"msg":"polled"')).length;
+}
 
-  static async create(): Promise<DatabaseTestEnv> {
-    const dir = await mkdtemp(join(tmpdir(), "database-input-"));
-    const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: createLogger("error", { write() {} }) });
-    return new DatabaseTestEnv(dir, spool);
-  }
+/** Waits for `n` more polls of the input to finish. */
+export async function polls(env: DatabaseTestEnv, n = 2): Promise<void> {
+  const from = pollCount(env);
+  await until(() => pollCount(env) >= from + n, `${n} more polls`);
+}
 
-  /** Starts a `database` input named "db" with these options (parsed by the plugin's schema). */
-  start(raw: Record<string, unknown>): RunningDatabaseInput {
-    const log = createLogger("debug", { write: (line) => void this.logs.push(line) });
-    let ctx!: CoreInputContext;
-    const { stop, done } = runInput((signal) => {
-      ctx = createInputContext({
-        name: "db", spool: this.spool, state: new StateStore(join(this.dir, "state")), route: "db",
-        log, signal, hostname: "test",
-      });
-      return plugin.create(plugin.options.parse(raw), ctx).run();
-    });
-    const r: RunningDatabaseInput = {
-      ctx,
-      done,
-      async stop() {
-        await stop().catch(() => {});
-        await ctx.settled();
-      },
-    };
-    this.running.push(r);
-    return r;
-  }
-
-  /** The events spooled since the last call, parsed. */
-  events(): Array<Record<string, unknown>> {
-    return drainSpool(this.spool, []).map((e) => {
-      if (e.kind !== "json") throw new Error(`expected JSON events, got ${e.kind}`);
-      return JSON.parse(e.event) as Record<string, unknown>;
-    });
-  }
-
-  async close(): Promise<void> {
-    for (const r of this.running) await r.stop();
-    await this.spool.close();
-    await rm(this.dir, { recursive: true, force: true });
-  }
+/** Waits until `want` rows have been spooled in all (taking them into `into`). */
+export async function collect(env: DatabaseTestEnv, into: Array<Record<string, unknown>>, want: number): Promise<void> {
+  await until(() => {
+    into.push(...spooledRows(env));
+    return into.length >= want;
+  }, `${want} events (have ${into.length})`);
 }

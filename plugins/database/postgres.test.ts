@@ -3,7 +3,7 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { DatabaseTestEnv } from "./input-harness.ts";
+import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input-harness.ts";
 import { dsnSecrets, pgTimestampToIso } from "./postgres.ts";
 import plugin from "./index.ts";
 import { postgresUnavailable, startPostgres, type PostgresServer } from "../../test/postgres.ts";
@@ -39,25 +39,9 @@ function readerDsn(pg: PostgresServer, password = PASSWORD): string {
   return pg.url({ user: "reader", password });
 }
 
-function pollCount(env: DatabaseTestEnv): number {
-  return env.logs.filter((l) => l.includes('"msg":"polled"')).length;
-}
-
-async function polls(env: DatabaseTestEnv, n = 2): Promise<void> {
-  const from = pollCount(env);
-  await until(() => pollCount(env) >= from + n, `${n} more polls`);
-}
-
-async function collect(env: DatabaseTestEnv, into: Array<Record<string, unknown>>, want: number): Promise<void> {
-  await until(() => {
-    into.push(...env.events());
-    return into.length >= want;
-  }, `${want} events (have ${into.length})`);
-}
-
 async function withEnv(fn: (env: DatabaseTestEnv, s: { pg: PostgresServer; admin: postgres.Sql }) => Promise<void>): Promise<void> {
   const s = await server();
-  const env = await DatabaseTestEnv.create();
+  const env = await createDatabaseTestEnv();
   try {
     await fn(env, s);
   } finally {
@@ -106,19 +90,19 @@ describe("database input, PostgreSQL", () => {
         { id: 2, at: "2024-05-01T10:00:01Z", msg: "login ok", ok: true, tags: [], payload: null, extra: null, amount: null, ratio: null, note: "x" },
       ]);
       await polls(env);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(spooledRows(env), []);
 
       await admin.unsafe(`INSERT INTO ${t} (at, msg) VALUES (now(), 'three'), (now(), 'four')`);
       const more: Array<Record<string, unknown>> = [];
       await collect(env, more, 2);
       await polls(env);
-      more.push(...env.events());
+      more.push(...spooledRows(env));
       assert.deepEqual(more.map((e) => e.msg), ["three", "four"]);
 
       await first.stop();
       env.start(options);
       await polls(env);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(spooledRows(env), []);
       await admin.unsafe(`INSERT INTO ${t} (at, msg) VALUES (now(), 'five')`);
       const last: Array<Record<string, unknown>> = [];
       await collect(env, last, 1);
@@ -138,14 +122,14 @@ describe("database input, PostgreSQL", () => {
       const got: Array<Record<string, unknown>> = [];
       await collect(env, got, 2);
       await polls(env);
-      got.push(...env.events());
+      got.push(...spooledRows(env));
       assert.deepEqual(got.map((e) => e.msg), ["a", "b"]);
       assert.equal(input.ctx.counters.detail.cursor, "2024-05-01T10:00:00.000002Z");
       await admin.unsafe(`INSERT INTO ${t} VALUES ('2024-05-01 10:00:00.000003+00', 'c')`);
       const more: Array<Record<string, unknown>> = [];
       await collect(env, more, 1);
       await polls(env);
-      more.push(...env.events());
+      more.push(...spooledRows(env));
       assert.deepEqual(more.map((e) => e.msg), ["c"]);
     });
   });
@@ -160,18 +144,18 @@ describe("database input, PostgreSQL", () => {
       const got: Array<Record<string, unknown>> = [];
       await collect(env, got, 2);
       await polls(env);
-      got.push(...env.events());
+      got.push(...spooledRows(env));
       assert.deepEqual(got, [{ id: "9007199254740993", msg: "a" }, { id: "9007199254740994", msg: "b" }]);
       await first.stop();
       const second = env.start(bigOptions);
       await polls(env);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(spooledRows(env), []);
       await second.stop();
 
       const text = table();
       await admin.unsafe(`CREATE TABLE ${text} (ts text NOT NULL, host text)`);
       await admin.unsafe(`INSERT INTO ${text} VALUES ('2024-05-01T10:00:00Z', 'a'), ('2024-05-01T10:00:01Z', 'a'), ('2024-05-01T10:00:01Z', 'b')`);
-      const textEnv = await DatabaseTestEnv.create();
+      const textEnv = await createDatabaseTestEnv();
       try {
         const options = {
           driver: "postgres", dsn: readerDsn(pg), query: `SELECT ts, host FROM ${text} WHERE ts >= $1 ORDER BY ts`,
@@ -181,12 +165,12 @@ describe("database input, PostgreSQL", () => {
         const rows: Array<Record<string, unknown>> = [];
         await collect(textEnv, rows, 3);
         await polls(textEnv);
-        rows.push(...textEnv.events());
+        rows.push(...spooledRows(textEnv));
         assert.deepEqual(rows.map((e) => `${e.ts} ${e.host}`), ["2024-05-01T10:00:00Z a", "2024-05-01T10:00:01Z a", "2024-05-01T10:00:01Z b"]);
         await a.stop();
         textEnv.start(options);
         await polls(textEnv);
-        assert.deepEqual(textEnv.events(), []);
+        assert.deepEqual(spooledRows(textEnv), []);
       } finally {
         await textEnv.close();
       }
@@ -274,7 +258,7 @@ describe("database input, PostgreSQL", () => {
       assert.deepEqual(got.map((e) => e.msg), ["before", "after"]);
 
       const wrong = "wr0ng-hunter2-pw";
-      const bad = await DatabaseTestEnv.create();
+      const bad = await createDatabaseTestEnv();
       try {
         const b = bad.start({ driver: "postgres", dsn: readerDsn(pg, wrong), query, cursor_column: "id", interval: "100ms" });
         await until(() => b.ctx.counters.errors > 0, "an authentication error");

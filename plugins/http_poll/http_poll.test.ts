@@ -1,17 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, type IncomingHttpHeaders } from "node:http";
-import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
 import plugin from "./index.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { createLogger } from "../../agent/log.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { drainSpool, runInput, type SpooledEvent } from "../../test/plugin-harness.ts";
+import { serveHttp, withInputEnv, type InputTestEnv, type RecordedRequest, type RunningInput, type SpooledEvent } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 
 const FIXTURES = new URL("../../test/fixtures/http_poll/", import.meta.url);
@@ -19,125 +11,41 @@ const fixture = (name: string) => readFile(new URL(name, FIXTURES));
 
 // ---- a local API server ----------------------------------------------------------------------
 
-interface SeenRequest {
-  method: string;
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
 interface Answer {
   status?: number;
   headers?: Record<string, string>;
   body?: string | Uint8Array;
 }
 
-type Handler = (req: SeenRequest, api: Api) => Answer;
+type Handler = (req: RecordedRequest, api: Api) => Answer;
 
 interface Api {
   /** http://127.0.0.1:PORT */
   base: string;
-  requests: SeenRequest[];
+  requests: RecordedRequest[];
   handle: Handler;
   close(): Promise<void>;
 }
 
 async function startApi(handle: Handler): Promise<Api> {
-  const api = { requests: [] as SeenRequest[], handle } as Api;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const seen: SeenRequest = { method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
-      api.requests.push(seen);
-      let a: Answer;
-      try {
-        a = api.handle(seen, api);
-      } catch (err) {
-        // A failed check in a handler is an answer the input reports, and the test sees.
-        a = { status: 418, body: `test server: ${err instanceof Error ? err.message : String(err)}` };
-      }
-      res.writeHead(a.status ?? 200, a.headers ?? {});
-      res.end(a.body ?? "");
-    });
+  const srv = await serveHttp((_req, res, seen) => {
+    let a: Answer;
+    try {
+      a = api.handle(seen, api);
+    } catch (err) {
+      // A failed check in a handler is an answer the input reports, and the test sees.
+      a = { status: 418, body: `test server: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    res.writeHead(a.status ?? 200, a.headers ?? {});
+    res.end(a.body ?? "");
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  api.base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  api.close = () => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  });
+  const api: Api = { base: srv.base, requests: srv.requests, handle, close: srv.close };
   return api;
 }
 
 // ---- running the input on a real spool and state store ---------------------------------------
 
-interface Running {
-  ctx: CoreInputContext;
-  logs: string[];
-  /** Polls finished (successfully or not) so far. */
-  finished(): number;
-  detail(): Record<string, unknown>;
-  stop(): Promise<void>;
-  done: Promise<void>;
-}
-
-interface Env {
-  dir: string;
-  spool: Spool;
-  /** Start an input instance on this environment's spool and state directory. */
-  start(raw: Record<string, unknown>): Running;
-  /** The events handed over since the last call. */
-  events(): SpooledEvent[];
-}
-
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "http-poll-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 5, log: createLogger("error", { write() {} }) });
-  const running: Running[] = [];
-  const env: Env = {
-    dir,
-    spool,
-    events: () => drainSpool(spool, []),
-    start(raw) {
-      const logs: string[] = [];
-      let finished = 0;
-      let ctx!: CoreInputContext;
-      const { stop, done } = runInput((signal) => {
-        ctx = createInputContext({
-          name: "api", spool, state: new StateStore(join(dir, "state")), route: "api",
-          log: createLogger("debug", { write: (l) => logs.push(l) }), signal, hostname: "test",
-        });
-        const setDetail = ctx.setDetail;
-        // A poll has finished when the loop shows its next poll time after having polled.
-        ctx.setDetail = (d) => {
-          setDetail(d);
-          if (d.next_poll !== null && d.last_poll !== null) finished++;
-        };
-        return plugin.create(plugin.options.parse(raw), ctx).run();
-      });
-      const r: Running = {
-        ctx, logs, done,
-        finished: () => finished,
-        detail: () => ctx.counters.detail,
-        // Stopped, and its last state saved.
-        stop: async () => {
-          await stop();
-          await ctx.settled();
-        },
-      };
-      running.push(r);
-      return r;
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const r of running) await r.stop().catch(() => {});
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withEnv = (fn: (env: InputTestEnv) => Promise<void>) => withInputEnv(plugin, { name: "api", fsyncMs: 5 }, fn);
 
 async function withApi(handle: Handler, fn: (api: Api) => Promise<void>): Promise<void> {
   const api = await startApi(handle);
@@ -157,7 +65,7 @@ const texts = (events: SpooledEvent[]) => events.map((e) => e.event);
 const FAST = { interval: "100ms" };
 
 /** Wait for `n` more finished polls of `r`. */
-async function polls(r: Running, n: number, what = `${n} more polls`): Promise<void> {
+async function polls(r: RunningInput, n: number, what = `${n} more polls`): Promise<void> {
   const target = r.finished() + n;
   await until(() => r.finished() >= target, what);
 }
@@ -218,7 +126,7 @@ test("json with a records path: first poll posts all as written, a re-poll nothi
       items = [items[0]!, '{"id": 2, "ioc": "evil.example", "tags": ["a", "b", "c"]}', '{"id": 3, "ioc": "203.0.113.5"}'];
       await polls(r, 3, "polls of the changed source");
       assert.deepEqual(texts(env.events()), items.slice(1));
-      assert.match(String(r.detail().last_status), /^1 page, 3 records, 0 new$/);
+      assert.match(String(r.ctx.counters.detail.last_status), /^1 page, 3 records, 0 new$/);
       await r.stop();
 
       const before = api.requests.length;
@@ -237,8 +145,8 @@ test("a restart waits out the interval from the last poll; a changed URL is aske
       await polls(r, 1);
       await r.stop();
       const again = env.start({ url: `${api.base}/a`, interval: "1h" });
-      await until(() => typeof again.detail().next_poll === "string", "the next poll time");
-      assert.ok(Date.parse(String(again.detail().next_poll)) > Date.now() + 50 * 60_000, String(again.detail().next_poll));
+      await until(() => typeof again.ctx.counters.detail.next_poll === "string", "the next poll time");
+      assert.ok(Date.parse(String(again.ctx.counters.detail.next_poll)) > Date.now() + 50 * 60_000, String(again.ctx.counters.detail.next_poll));
       await again.stop();
       assert.equal(api.requests.length, 1);
 
@@ -386,7 +294,7 @@ test("next_field: relative and absolute next URLs are followed until the field i
       await polls(r, 1);
       assert.deepEqual(texts(env.events()), ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}']);
       assert.deepEqual(api.requests.slice(0, 3).map((q) => q.url), ["/v1/items", "/v1/items?page=2", "/v1/items?page=3"]);
-      assert.equal(r.detail().last_status, "3 pages, 4 records, 4 new");
+      assert.equal(r.ctx.counters.detail.last_status, "3 pages, 4 records, 4 new");
       // Paged sources are never asked conditionally.
       assert.ok(api.requests.every((q) => q.headers["if-none-match"] === undefined));
     });
@@ -428,7 +336,7 @@ test("page_param: pages counted from page_start until an empty page; max_pages b
       await polls(r, 1);
       assert.equal(env.events().length, 6);
       assert.deepEqual(api.requests.map((q) => q.url), ["/list?limit=2&p=1", "/list?limit=2&p=2", "/list?limit=2&p=3", "/list?limit=2&p=4"]);
-      assert.equal(r.detail().last_status, "4 pages, 6 records, 6 new");
+      assert.equal(r.ctx.counters.detail.last_status, "4 pages, 6 records, 6 new");
       await r.stop();
 
       api.requests.length = 0;
@@ -436,7 +344,7 @@ test("page_param: pages counted from page_start until an empty page; max_pages b
       await polls(bounded, 1);
       assert.deepEqual(api.requests.map((q) => q.url), ["/list?p=0", "/list?p=1"]);
       assert.equal(env.events().length, 4);
-      assert.match(String(bounded.detail().last_status), /stopped at max_pages \(2\)/);
+      assert.match(String(bounded.ctx.counters.detail.last_status), /stopped at max_pages \(2\)/);
     });
   });
 });
@@ -468,7 +376,7 @@ test("conditional GET: the ETag is sent back, a 304 posts nothing, and the valid
       assert.deepEqual(texts(env.events()), ['{"id":1}']);
       assert.equal(api.requests[0]!.headers["if-none-match"], undefined);
       assert.equal(api.requests[1]!.headers["if-none-match"], '"v1"');
-      assert.equal(r.detail().last_status, "not modified");
+      assert.equal(r.ctx.counters.detail.last_status, "not modified");
       await r.stop();
 
       const n = api.requests.length;

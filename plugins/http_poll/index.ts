@@ -3,30 +3,19 @@
 // post the records not posted before.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import { dedupTtlOption, httpUrl, intervalOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
 import { HttpPoller } from "./poller.ts";
 
-function isHttpUrl(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
-  }
-}
-
 const options = z.object({
-  url: z.string().refine(isHttpUrl, { message: "expected an http:// or https:// URL" })
+  url: httpUrl()
     .describe("The API to call. Credentials may be given as https://user:pass@host/ (sent as basic auth); use ${VAR} for secrets."),
   method: z.enum(["GET", "POST"]).default("GET").describe("GET or POST."),
   headers: z.record(z.string(), z.string()).default({})
     .describe("HTTP headers sent with every request (e.g. Authorization, X-Api-Key); their values are treated as secrets: never logged, and not sent to another origin."),
   body: z.string().optional()
     .describe("Request body for method = \"POST\" (sent as application/json when it is JSON and no Content-Type header is given)."),
-  interval: duration().prefault("5m").refine((ms) => ms >= 10, { message: "expected at least 10ms" })
-    .describe("From the start of one poll to the start of the next."),
-  timeout: duration().prefault("30s").refine((ms) => ms >= 1, { message: "expected a positive duration" })
-    .describe("Longest wait for the answer's headers, and for each piece of its body."),
+  interval: intervalOption("5m", "From the start of one poll to the start of the next."),
+  timeout: timeoutOption("30s", "Longest wait for the answer's headers, and for each piece of its body."),
   format: z.enum(["json", "ndjson", "text", "csv"]).default("json")
     .describe("json: an array of records (see records) or one object; ndjson: a JSON object a line; text: a text event a line; csv: a JSON object a row."),
   records: z.string().min(1).regex(/^[^.]+(\.[^.]+)*$/, "expected object keys joined by dots, e.g. \"data.items\"").optional()
@@ -35,7 +24,7 @@ const options = z.object({
     .describe("Post only records not posted before (by dedup_key, else by content); false posts every record of every poll."),
   dedup_key: z.string().min(1).optional()
     .describe("Dotted path of the field that identifies a record: a new key, or a known key with changed content, is posted. text: \"line\" (the default anyway)."),
-  dedup_ttl: duration().prefault("30d").describe("A record not seen in the source for this long is forgotten (posted again if it comes back)."),
+  dedup_ttl: dedupTtlOption("A record not seen in the source for this long is forgotten (posted again if it comes back)."),
   max_seen: z.number().int().positive().default(1_000_000)
     .describe("Most records remembered; beyond it the longest unseen are forgotten first."),
   next_field: z.string().min(1).optional()
@@ -53,8 +42,7 @@ const options = z.object({
   csv_delimiter: z.string().length(1).refine((d) => d !== '"' && d !== "\r" && d !== "\n", { message: "not a quote or a line break" })
     .default(",").describe("csv: the field separator, e.g. \"\\t\" or \";\"."),
   user_agent: z.string().min(1).optional().describe("The User-Agent header; default cybexp-agent/<version>."),
-  tls_verify: z.boolean().default(true).describe("Check the server's TLS certificate."),
-  ca_file: z.string().min(1).optional().describe("PEM file of CA certificates to trust for this API."),
+  ...tlsOptions("Check the server's TLS certificate.", "PEM file of CA certificates to trust for this API."),
 }).strict().superRefine((o, ctx) => {
   const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
   if (o.body !== undefined && o.method !== "POST") issue("body", 'needs method = "POST"');

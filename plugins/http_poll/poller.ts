@@ -7,8 +7,8 @@
 // Every poll starts from `url`: a source's position is not carried between polls (dedup
 // keeps what was posted from being posted again).
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { HttpClient, HttpError, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
-import { runPolls } from "../../agent/helpers/poll.ts";
+import { runHttpPolls, warnShortInterval } from "../../agent/helpers/feed.ts";
+import { HttpError, takeUserinfo, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
 import { SeenSet, hashString, type SeenSetJSON } from "../../agent/helpers/seen.ts";
 import { JsonStreamError } from "../../agent/helpers/jsonstream.ts";
 import { DecompressError } from "../../agent/helpers/decompress.ts";
@@ -49,16 +49,13 @@ export class HttpPoller {
     this.secretHeaders = Object.keys(opts.headers);
     // URL credentials become a basic-auth header of our own, so that pages reached from a
     // relative link (which carries no userinfo) are sent them too, on the same origin only.
-    if (target.username || target.password) {
-      const user = safeDecode(target.username);
-      const pass = safeDecode(target.password);
-      this.secrets.push(user, pass, target.username, target.password);
+    const userinfo = takeUserinfo(target);
+    if (userinfo) {
+      this.secrets.push(...userinfo.secrets);
       if (!Object.keys(this.headers).some((k) => k.toLowerCase() === "authorization")) {
-        this.headers["Authorization"] = `Basic ${base64(`${user}:${pass}`)}`;
+        this.headers["Authorization"] = userinfo.authorization;
         this.secretHeaders.push("Authorization");
       }
-      target.username = "";
-      target.password = "";
     }
     if (opts.body !== undefined && !Object.keys(this.headers).some((k) => k.toLowerCase() === "content-type") && looksLikeJson(opts.body)) {
       this.headers["Content-Type"] = "application/json";
@@ -77,7 +74,7 @@ export class HttpPoller {
       batchSize: BATCH,
     };
     this.source = hashString(JSON.stringify([this.url, opts.method, opts.body ?? null, opts.format, opts.records ?? null]));
-    if (opts.interval < 1000) ctx.log.warn("interval is under a second: fine for tests, hard on a real API", { interval_ms: opts.interval });
+    warnShortInterval(ctx.log, opts.interval, 1000, "interval is under a second: fine for tests, hard on a real API");
   }
 
   async run(): Promise<void> {
@@ -96,22 +93,9 @@ export class HttpPoller {
       onInvalid: (reason) => ctx.log.warn(reason),
     });
     const dedup = new Dedup(this.dedupMode(), seen);
-    const http = new HttpClient({
-      timeoutMs: opts.timeout,
-      userAgent: opts.user_agent,
-      secretHeaders: this.secretHeaders,
-      secrets: this.secrets,
-      tlsVerify: opts.tls_verify,
-      caFile: opts.ca_file,
-      log: ctx.log,
-    });
     const firstPollAt = state.last_poll !== undefined ? Math.min(Date.now(), state.last_poll) + opts.interval : undefined;
-    try {
-      await runPolls(ctx, { intervalMs: opts.interval, secrets: this.secrets, firstPollAt }, (signal) =>
-        this.poll(signal, http, dedup, seen, state));
-    } finally {
-      http.close();
-    }
+    await runHttpPolls(ctx, opts, { userAgent: opts.user_agent, secretHeaders: this.secretHeaders, secrets: this.secrets, firstPollAt }, (http, signal) =>
+      this.poll(signal, http, dedup, seen, state));
   }
 
   private dedupMode(): DedupMode {
@@ -272,19 +256,4 @@ function looksLikeJson(body: string): boolean {
   } catch {
     return false;
   }
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
-
-function base64(s: string): string {
-  const bytes = new TextEncoder().encode(s);
-  let bin = "";
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin);
 }

@@ -1,25 +1,7 @@
 // Reading one restSearch page: the events of {"response":[{"Event":{...}}, ...]} (or of a bare
-// [...] list, which some MISP versions answer), each with its exact JSON text and the version
-// that identifies it (uuid + timestamp).
+// [...] list, which some MISP versions answer), each with its exact JSON text (its version:
+// eventVersion in agent/helpers/misp.ts).
 import { jsonArrayBatches, type JsonElement } from "../../agent/helpers/jsonstream.ts";
-
-/** One version of one MISP event: its uuid and its `timestamp` (unix seconds, last change). */
-export interface EventVersion {
-  uuid: string;
-  timestamp: number;
-}
-
-/** The event's version, or why the element is not a MISP event. */
-export function eventVersion(value: unknown): EventVersion | string {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not a JSON object";
-  const event = (value as { Event?: unknown }).Event;
-  if (typeof event !== "object" || event === null || Array.isArray(event)) return 'no "Event" object';
-  const { uuid, timestamp } = event as { uuid?: unknown; timestamp?: unknown };
-  if (typeof uuid !== "string" || uuid.length === 0) return 'the Event has no "uuid"';
-  const ts = typeof timestamp === "number" ? timestamp : typeof timestamp === "string" && /^\d+$/.test(timestamp) ? Number(timestamp) : NaN;
-  if (!Number.isSafeInteger(ts) || ts < 0) return `the Event ${uuid} has no valid "timestamp"`;
-  return { uuid, timestamp: ts };
-}
 
 const OPEN_BRACKET = 0x5b;
 

@@ -13,10 +13,12 @@
 // error mid-poll repeats the poll from the old cursor and the seen-set keeps it from
 // re-posting.
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { HttpClient, HttpError, redactText } from "../../agent/helpers/http.ts";
-import { runPolls, WaitError, type PollResult } from "../../agent/helpers/poll.ts";
+import { runHttpPolls } from "../../agent/helpers/feed.ts";
+import { HttpError, redactText, type HttpClient } from "../../agent/helpers/http.ts";
+import { WaitError, type PollResult } from "../../agent/helpers/poll.ts";
 import { hashString, SeenSet, type SeenSetJSON } from "../../agent/helpers/seen.ts";
-import { eventVersion, pageEvents } from "./events.ts";
+import { eventVersion } from "../../agent/helpers/misp.ts";
+import { pageEvents } from "./events.ts";
 import type { MispApiOptions } from "./index.ts";
 
 export interface MispApiState {
@@ -77,20 +79,9 @@ export class MispApiInput {
     if (saved?.source === this.source && typeof saved.cursor === "number") this.cursor = saved.cursor;
     else if (saved) ctx.log.info("url or filters changed: searching again from `since` (events already posted are not posted again)");
     this.showDetail();
-    const http = new HttpClient({
-      timeoutMs: opts.timeout,
-      headers: { authorization: opts.key, accept: "application/json", "content-type": "application/json" },
-      secrets: this.secrets,
-      tlsVerify: opts.tls_verify,
-      caFile: opts.ca_file,
-      log: ctx.log,
-    });
-    try {
-      await runPolls(ctx, { intervalMs: opts.interval, secrets: this.secrets }, (signal) => this.poll(http, signal));
-    } finally {
-      this.stopped = true;
-      http.close();
-    }
+    const headers = { authorization: opts.key, accept: "application/json", "content-type": "application/json" };
+    await runHttpPolls(ctx, opts, { headers, secrets: this.secrets }, (http, signal) => this.poll(http, signal))
+      .finally(() => (this.stopped = true));
   }
 
   private async poll(http: HttpClient, signal: AbortSignal): Promise<PollResult> {

@@ -1,18 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import type { IncomingHttpHeaders } from "node:http";
 import plugin from "./index.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { silentLogger } from "../../agent/log.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
@@ -47,7 +39,7 @@ class MispServer {
   rateLimitOnce: number | null = null;
   /** Called before each search is answered (to change the events between pages); a number it returns is the answer's status. */
   beforeAnswer: (body: Record<string, any>) => number | void = () => {};
-  private server!: Server;
+  private server!: TestHttpServer;
   url = "";
 
   constructor(readonly key: string) {}
@@ -58,96 +50,57 @@ class MispServer {
   }
 
   async start(): Promise<this> {
-    this.server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        let body: Record<string, any> = {};
-        try {
-          body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-        } catch {
-          res.writeHead(400).end('{"message":"bad JSON"}');
-          return;
-        }
-        this.requests.push({ headers: req.headers, body, at: Date.now() });
-        if (req.method !== "POST" || req.url !== "/events/restSearch") return void res.writeHead(404).end();
-        if (req.headers.authorization !== this.key) {
-          return void res.writeHead(403, { "content-type": "application/json" }).end(ERROR_403);
-        }
-        if (this.rateLimitOnce !== null) {
-          const reset = this.rateLimitOnce;
-          this.rateLimitOnce = null;
-          return void res.writeHead(429, { "content-type": "application/json", "x-rate-limit-reset": String(reset) })
-            .end('{"name":"Rate limit exceeded.","message":"Rate limit exceeded."}');
-        }
-        if (body.returnFormat !== "json") return void res.writeHead(400).end('{"message":"returnFormat"}');
-        const status = this.beforeAnswer(body);
-        if (typeof status === "number") return void res.writeHead(status, { "content-type": "application/json" }).end('{"message":"failed"}');
-        const matches = this.events
-          .filter((e) => body.timestamp === undefined || Number(e.Event.timestamp) >= Number(body.timestamp))
-          .filter((e) => body.published === undefined || e.Event.published === body.published)
-          .filter((e) => !Array.isArray(body.tags) || e.Event.Tag.some((t: { name: string }) => body.tags.includes(t.name)))
-          .sort((a, b) => Number(a.Event.id) - Number(b.Event.id));
-        const limit = Number(body.limit ?? matches.length);
-        const page = Number(body.page ?? 1);
-        const answer = matches.slice((page - 1) * limit, page * limit);
-        res.writeHead(200, { "content-type": "application/json", "x-result-count": String(matches.length) });
-        // MISP pretty-prints its answers.
-        res.end(JSON.stringify({ response: answer }, null, 1));
-      });
+    this.server = await serveHttp((req, res, seen) => {
+      let body: Record<string, any> = {};
+      try {
+        body = JSON.parse(seen.body);
+      } catch {
+        res.writeHead(400).end('{"message":"bad JSON"}');
+        return;
+      }
+      this.requests.push({ headers: req.headers, body, at: seen.at });
+      if (req.method !== "POST" || req.url !== "/events/restSearch") return void res.writeHead(404).end();
+      if (req.headers.authorization !== this.key) {
+        return void res.writeHead(403, { "content-type": "application/json" }).end(ERROR_403);
+      }
+      if (this.rateLimitOnce !== null) {
+        const reset = this.rateLimitOnce;
+        this.rateLimitOnce = null;
+        return void res.writeHead(429, { "content-type": "application/json", "x-rate-limit-reset": String(reset) })
+          .end('{"name":"Rate limit exceeded.","message":"Rate limit exceeded."}');
+      }
+      if (body.returnFormat !== "json") return void res.writeHead(400).end('{"message":"returnFormat"}');
+      const status = this.beforeAnswer(body);
+      if (typeof status === "number") return void res.writeHead(status, { "content-type": "application/json" }).end('{"message":"failed"}');
+      const matches = this.events
+        .filter((e) => body.timestamp === undefined || Number(e.Event.timestamp) >= Number(body.timestamp))
+        .filter((e) => body.published === undefined || e.Event.published === body.published)
+        .filter((e) => !Array.isArray(body.tags) || e.Event.Tag.some((t: { name: string }) => body.tags.includes(t.name)))
+        .sort((a, b) => Number(a.Event.id) - Number(b.Event.id));
+      const limit = Number(body.limit ?? matches.length);
+      const page = Number(body.page ?? 1);
+      const answer = matches.slice((page - 1) * limit, page * limit);
+      res.writeHead(200, { "content-type": "application/json", "x-result-count": String(matches.length) });
+      // MISP pretty-prints its answers.
+      res.end(JSON.stringify({ response: answer }, null, 1));
     });
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = this.server.base;
     return this;
   }
 
   close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    return this.server.close();
   }
 }
 
-interface Env {
-  dir: string;
-  spool: Spool;
-  /** Starts an input instance on the shared spool and state directory. */
-  start(raw: Record<string, unknown>): { ctx: CoreInputContext; stop: () => Promise<void>; done: Promise<void> };
-  /** Events spooled since the last call, as [uuid, timestamp] pairs (the lines checked to be MISP events). */
-  posted(): Array<[string, string]>;
-}
+const withEnv = (fn: (env: InputTestEnv) => Promise<void>) => withInputEnv(plugin, { name: "misp" }, fn);
 
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "misp-api-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: silentLogger });
-  const running: Array<() => Promise<void>> = [];
-  const env: Env = {
-    dir,
-    spool,
-    start(raw) {
-      let ctx!: CoreInputContext;
-      const r = runInput((signal) => {
-        ctx = createInputContext({ name: "misp", spool, state: new StateStore(join(dir, "state")), route: "misp", log: silentLogger, signal, hostname: "test" });
-        return plugin.create(plugin.options.parse(raw), ctx).run();
-      });
-      running.push(() => r.stop().catch(() => {}));
-      return { ctx, ...r };
-    },
-    posted() {
-      return drainSpool(spool, []).map(({ kind, event }) => {
-        assert.equal(kind, "json");
-        assert.ok(!event.includes("\n"));
-        const e = JSON.parse(event).Event;
-        return [e.uuid, e.timestamp] as [string, string];
-      });
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const stop of running) await stop();
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+/** Events spooled since the last call, as [uuid, timestamp] pairs (the lines checked to be MISP events). */
+function posted(env: InputTestEnv): Array<[string, string]> {
+  return env.jsonLines().map((event) => {
+    const e = JSON.parse(event).Event;
+    return [e.uuid, e.timestamp] as [string, string];
+  });
 }
 
 const version = (e: MispEvent): [string, string] => [e.Event.uuid, e.Event.timestamp];
@@ -198,7 +151,7 @@ test("incremental restSearch: all once across pages, then only new and edited ev
       };
       const first = env.start(options);
       await polls(server, 2);
-      assert.deepEqual(sorted(env.posted()), sorted(server.events.slice(1, 7).map(version)));
+      assert.deepEqual(sorted(posted(env)), sorted(server.events.slice(1, 7).map(version)));
 
       // What the first poll asked: the raw key, JSON both ways, the filters merged in.
       const firstPoll = server.requests.slice(0, 4);
@@ -216,14 +169,14 @@ test("incremental restSearch: all once across pages, then only new and edited ev
 
       // A re-poll asks from the cursor (inclusive) and posts nothing.
       await polls(server, 2);
-      assert.deepEqual(env.posted(), []);
+      assert.deepEqual(posted(env), []);
       assert.equal(server.requests.at(-1)!.body.timestamp, top);
 
       // An event arriving on the cursor's own second is still posted.
       const late = makeEvent(10, top);
       server.events.push(late);
       await polls(server, 2);
-      assert.deepEqual(env.posted(), [version(late)]);
+      assert.deepEqual(posted(env), [version(late)]);
 
       // An edited event (MISP stamps it with its clock) is posted again, once; a new event once.
       const edited = makeEvent(3, Math.floor(Date.now() / 1000), (e) => (e.info = "event 3, edited"));
@@ -231,18 +184,19 @@ test("incremental restSearch: all once across pages, then only new and edited ev
       const fresh = makeEvent(11, Math.floor(Date.now() / 1000));
       server.events.push(fresh);
       await polls(server, 2);
-      assert.deepEqual(sorted(env.posted()), sorted([version(edited), version(fresh)]));
+      assert.deepEqual(sorted(posted(env)), sorted([version(edited), version(fresh)]));
       await polls(server, 2);
-      assert.deepEqual(env.posted(), []);
+      assert.deepEqual(posted(env), []);
 
       await first.stop();
       await first.ctx.settled();
       const before = server.requests.length;
-      const cursor = server.requests.at(-1)!.body.timestamp;
+      // The saved cursor: the last poll may have moved it after its request went out.
+      const cursor = (await first.ctx.loadState() as { cursor: number }).cursor;
       assert.ok(cursor > top && cursor <= Math.floor(Date.now() / 1000) - 60, `the cursor moved on, a minute behind MISP's clock: ${cursor}`);
       const second = env.start(options);
       await polls(server, 3);
-      assert.deepEqual(env.posted(), []);
+      assert.deepEqual(posted(env), []);
       assert.equal(server.requests[before]!.body.timestamp, cursor, "a restart goes on from the saved cursor");
       assert.equal(second.ctx.counters.errors, 0);
     });
@@ -271,7 +225,7 @@ test("an event edited while a poll pages through the results is posted by the ne
       };
       env.start({ url: server.url, key: KEY, interval: "100ms", page_size: 2 });
       await polls(server, 3);
-      assert.deepEqual(sorted(env.posted()), sorted(server.events.map(version)));
+      assert.deepEqual(sorted(posted(env)), sorted(server.events.map(version)));
     });
   } finally {
     await server.close();
@@ -294,7 +248,7 @@ test("an event leaving the result set while a poll pages does not make the poll 
       };
       const { ctx } = env.start({ url: server.url, key: KEY, interval: "100ms", page_size: 2 });
       await polls(server, 3);
-      assert.deepEqual(sorted(env.posted()), sorted(events.map(version)));
+      assert.deepEqual(sorted(posted(env)), sorted(events.map(version)));
       assert.equal(ctx.counters.errors, 0);
     });
   } finally {
@@ -317,12 +271,14 @@ test("a poll failing on a later page is repeated without posting its first pages
       };
       const { ctx } = env.start({ url: server.url, key: KEY, interval: "100ms", page_size: 2 });
       await polls(server, 3);
-      assert.deepEqual(sorted(env.posted()), sorted(events.map(version)));
+      assert.deepEqual(sorted(posted(env)), sorted(events.map(version)));
       assert.equal(ctx.counters.errors, 1);
       assert.match(String(ctx.counters.last_error), /HTTP 500/);
-      // The repeated poll started from the old cursor.
+      // The repeated poll started from the old cursor: with none saved yet, from now - since
+      // again (a second later at most), not from the events the failed poll saw.
       const firstPages = server.requests.filter((r) => r.body.page === 1);
-      assert.equal(firstPages[1]!.body.timestamp, firstPages[0]!.body.timestamp);
+      const moved = firstPages[1]!.body.timestamp - firstPages[0]!.body.timestamp;
+      assert.ok(moved >= 0 && moved <= 1, `the repeated poll asked from ${moved} s later`);
     });
   } finally {
     await server.close();
@@ -379,7 +335,7 @@ test("429 with X-Rate-Limit-Reset: waits that long, then polls and posts", async
       const waited = server.requests[1]!.at - server.requests[0]!.at;
       assert.ok(waited >= 900, `retried after ${waited} ms, before the 1 s reset`);
       await polls(server, 1);
-      assert.deepEqual(env.posted(), [version(event)]);
+      assert.deepEqual(posted(env), [version(event)]);
       assert.equal(ctx.counters.errors, 1);
       assert.match(String(ctx.counters.last_error), /rate limit/);
     });
@@ -397,7 +353,7 @@ test("elements that are not MISP events are skipped and counted, the others post
       server.events = [good, noUuid];
       const { ctx } = env.start({ url: server.url, key: KEY, interval: "100ms" });
       await polls(server, 2);
-      assert.deepEqual(env.posted(), [version(good)]);
+      assert.deepEqual(posted(env), [version(good)]);
       assert.ok(ctx.counters.errors >= 1);
       assert.match(String(ctx.counters.last_error), /no "uuid"/);
     });

@@ -3,21 +3,20 @@
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
+import { intervalOption, maxSeenOption } from "../../agent/helpers/feed.ts";
 import { MispFileInput } from "./input.ts";
 
 const options = z.object({
   path: z.string().min(1)
     .describe("A MISP JSON file, a drop folder (its *.json files, and its sub-folders holding a manifest.json as MISP feeds), or a MISP feed folder."),
-  interval: duration().prefault("10s").refine((ms) => ms >= 10, { message: "expected at least 10ms" })
-    .describe("How often the path is scanned for new or changed files."),
+  interval: intervalOption("10s", "How often the path is scanned for new or changed files."),
   after: z.enum(["keep", "rename", "delete"]).default("keep")
     .describe("What happens to a dropped file once its events are durably spooled: keep it (a changed file is read again), rename it to <name>.done, or delete it. Feed folders are always kept."),
   settle: duration().prefault("2s")
     .describe("A file is read only once it has not been modified for this long, so a file still being written is not read half."),
   max_file_bytes: size().prefault("256MiB")
     .describe("Largest file read (each is parsed whole in memory); a larger file is an error and is left in place."),
-  max_seen: z.number().int().min(1000).default(1_000_000)
-    .describe("Most events (and feed manifest entries) remembered to post each event version once; beyond it the least recently seen are forgotten."),
+  max_seen: maxSeenOption("Most events (and feed manifest entries) remembered to post each event version once; beyond it the least recently seen are forgotten."),
 }).strict();
 
 export type MispFileOptions = z.infer<typeof options>;

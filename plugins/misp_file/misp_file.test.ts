@@ -1,15 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import plugin from "./index.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { silentLogger } from "../../agent/log.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import type { CoreInputContext } from "../../agent/context.ts";
+import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
@@ -38,44 +34,14 @@ async function writeFeed(dir: string, events: MispEvent[]): Promise<void> {
   await writeFile(join(dir, "manifest.json"), pretty(manifest));
 }
 
-interface Env {
-  dir: string;
-  start(raw: Record<string, unknown>): { ctx: CoreInputContext; stop: () => Promise<void> };
-  /** Versions (uuid@timestamp) of the events spooled since the last call. */
-  posted(): string[];
-}
+const withEnv = (fn: (env: InputTestEnv) => Promise<void>) => withInputEnv(plugin, { name: "mispfiles" }, fn);
 
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "misp-file-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: silentLogger });
-  const running: Array<() => Promise<void>> = [];
-  const env: Env = {
-    dir,
-    start(raw) {
-      let ctx!: CoreInputContext;
-      const r = runInput((signal) => {
-        ctx = createInputContext({ name: "mispfiles", spool, state: new StateStore(join(dir, "state")), route: "mispfiles", log: silentLogger, signal, hostname: "test" });
-        return plugin.create(plugin.options.parse(raw), ctx).run();
-      });
-      running.push(r.stop);
-      return { ctx, stop: r.stop };
-    },
-    posted() {
-      return drainSpool(spool, []).map(({ kind, event }) => {
-        assert.equal(kind, "json");
-        assert.ok(!event.includes("\n"));
-        const e = JSON.parse(event).Event;
-        return `${e.uuid}@${e.timestamp}`;
-      });
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const stop of running) await stop();
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+/** Versions (uuid@timestamp) of the events spooled since the last call. */
+function posted(env: InputTestEnv): string[] {
+  return env.jsonLines().map((event) => {
+    const e = JSON.parse(event).Event;
+    return `${e.uuid}@${e.timestamp}`;
+  });
 }
 
 /** Waits until `n` more scans have finished. */
@@ -87,10 +53,10 @@ async function scans(ctx: CoreInputContext, n: number): Promise<void> {
 }
 
 /** Collects posted versions until `n` have come. */
-async function collect(env: Env, n: number, what: string): Promise<string[]> {
+async function collect(env: InputTestEnv, n: number, what: string): Promise<string[]> {
   const got: string[] = [];
   await until(() => {
-    got.push(...env.posted());
+    got.push(...posted(env));
     return got.length >= n;
   }, what);
   return got;
@@ -125,7 +91,7 @@ test("a drop folder: every shape and a feed posted once, a broken file reported 
     const first = env.start(options);
     const got = await collect(env, 7, "the seven events");
     await scans(first.ctx, 3);
-    got.push(...env.posted());
+    got.push(...posted(env));
     assert.deepEqual(got.sort(), ev.map(version).sort());
     assert.equal(first.ctx.counters.errors, 1, "the broken file is reported once");
     assert.match(String(first.ctx.counters.last_error), /d-broken\.json: not valid JSON/);
@@ -142,14 +108,14 @@ test("a drop folder: every shape and a feed posted once, a broken file reported 
     await writeFile(join(feed, "manifest.json"), pretty(manifest));
     assert.deepEqual(await collect(env, 1, "the edited feed event"), [version(edited)]);
     await scans(first.ctx, 3);
-    assert.deepEqual(env.posted(), []);
+    assert.deepEqual(posted(env), []);
     assert.equal(first.ctx.counters.errors, 1);
 
     await first.stop();
     await first.ctx.settled();
     const second = env.start(options);
     await scans(second.ctx, 4);
-    assert.deepEqual(env.posted(), []);
+    assert.deepEqual(posted(env), []);
     assert.equal(second.ctx.counters.errors, 0, "a broken file already reported is not reported again");
   });
 });
@@ -192,7 +158,7 @@ test("after = delete: a done file is removed once its events are spooled; an eve
     await writeFile(join(drop, "again.json"), JSON.stringify(events));
     await until(() => !existsSync(join(drop, "again.json")), "the second delete");
     await scans(ctx, 2);
-    assert.deepEqual(env.posted(), []);
+    assert.deepEqual(posted(env), []);
     assert.equal(ctx.counters.errors, 0);
   });
 });
@@ -211,11 +177,11 @@ test("a file being written slowly is read only once complete", async () => {
       await new Promise((r) => setTimeout(r, 80));
     }
     await fh.close();
-    assert.deepEqual(env.posted(), [], "nothing read while the file was being written");
+    assert.deepEqual(posted(env), [], "nothing read while the file was being written");
     assert.equal(ctx.counters.errors, 0);
     assert.deepEqual((await collect(env, 4, "the events")).sort(), events.map(version).sort());
     await scans(ctx, 2);
-    assert.deepEqual(env.posted(), []);
+    assert.deepEqual(posted(env), []);
     assert.equal(ctx.counters.errors, 0, "the half-written file was never read as broken");
   });
 });
@@ -235,6 +201,6 @@ test("a single file path: waits for it to appear; a file over max_file_bytes is 
     await writeFile(file, JSON.stringify(Array.from({ length: 200 }, (_, i) => makeEvent(100 + i, now))));
     await until(() => ctx.counters.errors === 2, "the size error");
     assert.match(String(ctx.counters.last_error), /events\.json: larger than max_file_bytes/);
-    assert.deepEqual(env.posted(), []);
+    assert.deepEqual(posted(env), []);
   });
 });

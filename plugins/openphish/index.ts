@@ -2,36 +2,21 @@
 // premium JSON-lines feed), posting each URL once.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import { dedupTtlOption, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
 import { DEFAULT_FEED_URL, OpenphishInput } from "./input.ts";
-
-const httpUrl = () =>
-  z.string().refine((s) => {
-    try {
-      const u = new URL(s);
-      return u.protocol === "http:" || u.protocol === "https:";
-    } catch {
-      return false;
-    }
-  }, { message: "expected an http:// or https:// URL" });
 
 const options = z.object({
   url: httpUrl().default(DEFAULT_FEED_URL)
     .describe("The feed to fetch: the public feed.txt, or your premium feed's URL (with format = \"jsonl\")."),
-  interval: duration().prefault("1h").refine((ms) => ms >= 10, { message: "expected at least 10ms" })
-    .describe("How often the feed is fetched. OpenPhish asks the public feed to be fetched at most hourly: shorter intervals are warned about."),
+  interval: intervalOption("1h", "How often the feed is fetched. OpenPhish asks the public feed to be fetched at most hourly: shorter intervals are warned about."),
   format: z.enum(["text", "jsonl"]).default("text")
     .describe("text: one URL a line, each posted as a text event; jsonl: the premium feed, one JSON object a line, posted as it is."),
   username: z.string().min(1).optional().describe("Premium feed: user name for HTTP basic authentication."),
   password: z.string().min(1).optional().describe("Premium feed: password for HTTP basic authentication; never logged or shown."),
-  timeout: duration().prefault("60s").refine((ms) => ms >= 1, { message: "expected a positive duration" })
-    .describe("Longest wait for the server's answer, and for each piece of the download."),
-  dedup_ttl: duration().prefault("30d")
-    .describe("A URL no longer in the feed is forgotten after this long (if it comes back later, it is posted again)."),
-  max_seen: z.number().int().min(1000).default(1_000_000)
-    .describe("Most URLs remembered; beyond it the ones gone longest from the feed are forgotten first."),
-  tls_verify: z.boolean().default(true).describe("Verify the server's TLS certificate."),
-  ca_file: z.string().min(1).optional().describe("PEM file of CA certificates to trust."),
+  timeout: timeoutOption("60s", "Longest wait for the server's answer, and for each piece of the download."),
+  dedup_ttl: dedupTtlOption("A URL no longer in the feed is forgotten after this long (if it comes back later, it is posted again)."),
+  max_seen: maxSeenOption("Most URLs remembered; beyond it the ones gone longest from the feed are forgotten first."),
+  ...tlsOptions("Verify the server's TLS certificate.", "PEM file of CA certificates to trust."),
 }).strict().superRefine((o, ctx) => {
   if ((o.username === undefined) === (o.password === undefined)) return;
   const missing = o.username === undefined ? "username" : "password";

@@ -1,60 +1,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import { readFile } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { Buffer } from "node:buffer";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import plugin from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { createLogger, silentLogger } from "../../agent/log.ts";
-import { drainSpool, runInput, type SpooledEvent } from "../../test/plugin-harness.ts";
+import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+
+/** Answers a request (a server's whole handler, or part of one). */
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const FIXTURES = new URL("../../test/fixtures/openphish/", import.meta.url);
 const USER = "premium-user";
 const PASSWORD = "correct-horse-battery-staple";
 const enc = (s: string) => new TextEncoder().encode(s);
-
-interface Seen {
-  url: string;
-  headers: IncomingHttpHeaders;
-  at: number;
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-interface TestServer {
-  base: string;
-  requests: Seen[];
-  handler: Handler;
-  close(): Promise<void>;
-}
-
-/** A real HTTP server on 127.0.0.1 whose handler a test can swap; it records each request. */
-async function serve(handler: Handler): Promise<TestServer> {
-  const sockets = new Set<Socket>();
-  const srv: TestServer = { base: "", requests: [], handler, close: async () => {} };
-  const server = createServer((req, res) => {
-    srv.requests.push({ url: req.url ?? "", headers: req.headers, at: Date.now() });
-    srv.handler(req, res);
-  });
-  server.on("connection", (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  srv.base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  srv.close = () => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  });
-  return srv;
-}
 
 const BASIC = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString("base64")}`;
 
@@ -65,59 +25,11 @@ function feed(body: string, etag: string | null, auth = false): Handler {
       res.writeHead(401, { "www-authenticate": 'Basic realm="feed"' }).end("authentication required");
       return;
     }
-    if (etag !== null && req.headers["if-none-match"] === etag) {
-      res.writeHead(304, { etag }).end();
-      return;
-    }
-    res.writeHead(200, { "content-type": "text/plain", ...(etag !== null ? { etag } : {}) }).end(body);
+    answerFile(req, res, body, etag, "text/plain");
   };
 }
 
-interface Running {
-  ctx: CoreInputContext;
-  stop(): Promise<void>;
-}
-
-interface Env {
-  logs: string[];
-  /** Events spooled since the last call. */
-  events(): SpooledEvent[];
-  start(raw: Record<string, unknown>): Running;
-}
-
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "openphish-input-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: silentLogger });
-  const logs: string[] = [];
-  const log = createLogger("debug", { write: (line) => void logs.push(line) });
-  const running: Running[] = [];
-  const env: Env = {
-    logs,
-    events: () => drainSpool(spool, []),
-    start(raw) {
-      let ctx!: CoreInputContext;
-      const { stop } = runInput((signal) => {
-        ctx = createInputContext({ name: "op", spool, state: new StateStore(join(dir, "state")), route: "op", log, signal, hostname: "test" });
-        return plugin.create(plugin.options.parse(raw), ctx).run();
-      });
-      const r: Running = { ctx, stop: async () => { await stop(); await ctx.settled(); } };
-      running.push(r);
-      return r;
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const r of running) await r.stop();
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** Waits until the input has finished the poll that made request `n` (1-based) and started the next one. */
-async function afterPoll(srv: TestServer, n: number): Promise<void> {
-  await until(() => srv.requests.length > n, `request ${n + 1}`);
-}
+const withEnv = (fn: (env: InputTestEnv) => Promise<void>) => withInputEnv(plugin, { name: "op" }, fn);
 
 const text = (...urls: string[]) => urls.map((event) => ({ kind: "text", event }));
 const json = (...lines: string[]) => lines.map((event) => ({ kind: "json", event }));
@@ -164,7 +76,7 @@ test("text feed: first poll posts each URL; 304, 200-same, a changed feed and a 
   const urls = body.split("\n").filter((l) => l !== "");
   assert.equal(urls.length, 2);
   assert.ok(body.endsWith("\n\n"), "the fixture has a blank last line");
-  const srv = await serve(feed(body, '"f1"'));
+  const srv = await serveHttp(feed(body, '"f1"'));
   try {
     await withEnv(async (env) => {
       const opts = { url: `${srv.base}/feed.txt`, interval: "100ms" };
@@ -208,7 +120,7 @@ test("text feed: first poll posts each URL; 304, 200-same, a changed feed and a 
 
 test("a URL gone from the feed for longer than dedup_ttl is posted again when it returns", async () => {
   const [a, b] = ["https://a.example/", "https://b.example/"];
-  const srv = await serve(feed(`${a}\n${b}\n`, null));
+  const srv = await serveHttp(feed(`${a}\n${b}\n`, null));
   try {
     await withEnv(async (env) => {
       env.start({ url: `${srv.base}/feed.txt`, interval: "100ms", dedup_ttl: "1s" });
@@ -234,7 +146,7 @@ test("premium JSON lines with basic auth: objects posted unchanged, dedup by url
   const sameUrl = fixture.replace('"brand": "Webmail Providers"', '"brand": "Someone Else"');
   assert.notEqual(sameUrl, fixture);
   const body = `${fixture}\n{"url": "http://broken.example/", \n${other}\r\n[1, 2]\n${sameUrl}\n{"host": "no-url.example"}\n\n`;
-  const srv = await serve(feed(body, '"p1"', true));
+  const srv = await serveHttp(feed(body, '"p1"', true));
   try {
     await withEnv(async (env) => {
       const input = env.start({ url: `${srv.base}/feed.jsonl`, format: "jsonl", username: USER, password: PASSWORD, interval: "100ms" });
@@ -258,9 +170,9 @@ test("premium JSON lines with basic auth: objects posted unchanged, dedup by url
 
 test("a redirect to another origin carries no credentials; a rejected password is reported without it", async () => {
   const fixture = (await readFile(new URL("premium.jsonl", FIXTURES), "utf8")).trim();
-  const mirror = await serve(feed(`${fixture}\n`, null));
+  const mirror = await serveHttp(feed(`${fixture}\n`, null));
   // A different port is a different origin.
-  const origin = await serve((req, res) => {
+  const origin = await serveHttp((req, res) => {
     if (req.headers.authorization !== BASIC) res.writeHead(401).end();
     else res.writeHead(302, { location: `${mirror.base}/feed.jsonl` }).end();
   });
@@ -287,7 +199,7 @@ test("a redirect to another origin carries no credentials; a rejected password i
 
 test("an HTML page answered with 200 is not the feed; lines that are not URLs are skipped and counted", async () => {
   const page = "<!DOCTYPE html>\n<html><body>\nPlease log in\n</body></html>\n";
-  const srv = await serve((req, res) => res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(page));
+  const srv = await serveHttp((req, res) => res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(page));
   try {
     await withEnv(async (env) => {
       const input = env.start({ url: `${srv.base}/feed.txt`, interval: "100ms" });
@@ -306,7 +218,7 @@ test("an HTML page answered with 200 is not the feed; lines that are not URLs ar
 
 test("429 with Retry-After: the input waits that long, then polls", async () => {
   let limitedAt = 0;
-  const srv = await serve((req, res) => {
+  const srv = await serveHttp((req, res) => {
     if (limitedAt === 0) {
       limitedAt = Date.now();
       res.writeHead(429, { "retry-after": "1" }).end("slow down");
@@ -328,7 +240,7 @@ test("429 with Retry-After: the input waits that long, then polls", async () => 
 });
 
 test("stop ends run() within a second even in the middle of a download", async () => {
-  const srv = await serve((req, res) => {
+  const srv = await serveHttp((req, res) => {
     res.writeHead(200, { "content-type": "text/plain" });
     res.write("https://a.example/\nhttps://b.exa"); // and never the rest
   });

@@ -2,18 +2,8 @@
 // (online-valid.json.bz2), read as it downloads, posting each record that is new or changed.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import { dedupTtlOption, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
 import { PhishtankInput } from "./input.ts";
-
-const httpUrl = () =>
-  z.string().refine((s) => {
-    try {
-      const u = new URL(s);
-      return u.protocol === "http:" || u.protocol === "https:";
-    } catch {
-      return false;
-    }
-  }, { message: "expected an http:// or https:// URL" });
 
 const options = z.object({
   url: httpUrl().optional()
@@ -22,16 +12,11 @@ const options = z.object({
     .describe("PhishTank application key. It goes into the URL path; it is never logged or shown in status."),
   username: z.string().regex(/^[!-~]+$/, { message: "expected a PhishTank username (visible ASCII characters, no spaces)" })
     .describe("Your PhishTank username: requests carry User-Agent phishtank/<username>, as PhishTank asks (required)."),
-  interval: duration().prefault("1h").refine((ms) => ms >= 10, { message: "expected at least 10ms" })
-    .describe("How often the dump is fetched. PhishTank rebuilds it hourly and answers 509 to clients that download it more often: shorter intervals are warned about."),
-  timeout: duration().prefault("60s").refine((ms) => ms >= 1, { message: "expected a positive duration" })
-    .describe("Longest wait for the server's answer, and for each piece of the download."),
-  dedup_ttl: duration().prefault("30d")
-    .describe("A phish_id no longer in the dump is forgotten after this long (if it comes back later, it is posted again)."),
-  max_seen: z.number().int().min(1000).default(1_000_000)
-    .describe("Most phish_ids remembered; beyond it the ones gone longest from the dump are forgotten first."),
-  tls_verify: z.boolean().default(true).describe("Verify the server's TLS certificate (https URLs)."),
-  ca_file: z.string().min(1).optional().describe("PEM file of CA certificates to trust for https URLs."),
+  interval: intervalOption("1h", "How often the dump is fetched. PhishTank rebuilds it hourly and answers 509 to clients that download it more often: shorter intervals are warned about."),
+  timeout: timeoutOption("60s", "Longest wait for the server's answer, and for each piece of the download."),
+  dedup_ttl: dedupTtlOption("A phish_id no longer in the dump is forgotten after this long (if it comes back later, it is posted again)."),
+  max_seen: maxSeenOption("Most phish_ids remembered; beyond it the ones gone longest from the dump are forgotten first."),
+  ...tlsOptions("Verify the server's TLS certificate (https URLs).", "PEM file of CA certificates to trust for https URLs."),
 }).strict();
 
 export type PhishtankOptions = z.infer<typeof options>;

@@ -7,21 +7,14 @@
 // validators (ETag / Last-Modified) replaced, and the state is saved once the spool holds
 // what was posted.
 import type { InputContext } from "../../agent/plugin.ts";
-import { HttpClient, HttpError, redactText, type Validators } from "../../agent/helpers/http.ts";
+import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../../agent/helpers/feed.ts";
+import { HttpError, redactText, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
 import { jsonArrayBatches, type JsonElement } from "../../agent/helpers/jsonstream.ts";
-import { runPolls, WaitError } from "../../agent/helpers/poll.ts";
-import { hashString, SeenSet, type SeenSetJSON } from "../../agent/helpers/seen.ts";
+import { WaitError } from "../../agent/helpers/poll.ts";
+import { hashString } from "../../agent/helpers/seen.ts";
 import type { PhishtankOptions } from "./index.ts";
 
-export interface PhishtankState {
-  v: 1;
-  /** hashString of the URL the validators belong to (the URL itself may hold the app key). */
-  source: string;
-  validators?: Validators;
-  /** When the dump was last read in full (epoch ms). */
-  full_at?: number;
-  seen?: SeenSetJSON;
-}
+export type PhishtankState = FeedState;
 
 const HOUR = 3_600_000;
 const BATCH = 1000;
@@ -43,116 +36,59 @@ interface PollCounts {
 
 export class PhishtankInput {
   private readonly url: string;
-  private readonly source: string;
   private readonly secrets: string[];
-  private seen!: SeenSet;
-  private validators: Validators | undefined;
-  private fullAt: number | undefined;
-  /** Set once run() returns: a poll left behind at stop must not save state any more. */
-  private stopped = false;
+  private feed!: WholeFeed;
 
   constructor(
     private readonly opts: PhishtankOptions,
     private readonly ctx: InputContext<PhishtankState>,
   ) {
     this.url = opts.url ?? defaultDumpUrl(opts.app_key);
-    this.source = hashString(this.url);
     this.secrets = opts.app_key ? [opts.app_key, encodeURIComponent(opts.app_key)] : [];
   }
 
   async run(): Promise<void> {
     const { ctx, opts } = this;
-    if (opts.interval < HOUR) {
-      ctx.log.warn("interval is under an hour: PhishTank rebuilds the dump hourly and answers 509 to clients that fetch it more often", {
-        interval_ms: opts.interval,
-      });
-    }
-    const saved = await ctx.loadState();
-    this.seen = SeenSet.from(saved?.seen, {
-      maxEntries: opts.max_seen,
-      ttlMs: opts.dedup_ttl,
-      onInvalid: (reason) => ctx.log.warn(reason),
-    });
-    // Validators are worth sending only for the same URL and with the records they cover.
-    if (saved?.source === this.source && saved.seen && this.seen.size > 0) {
-      this.validators = saved.validators;
-      this.fullAt = saved.full_at;
-    }
-    ctx.setDetail({ url: this.display(this.url), remembered: this.seen.size });
-    const http = new HttpClient({
-      timeoutMs: opts.timeout,
-      userAgent: `phishtank/${opts.username}`,
-      secrets: this.secrets,
-      tlsVerify: opts.tls_verify,
-      caFile: opts.ca_file,
-      log: ctx.log,
-    });
-    try {
-      await runPolls(ctx, { intervalMs: opts.interval, secrets: this.secrets }, (signal) => this.poll(http, signal));
-    } finally {
-      this.stopped = true;
-      http.close();
-    }
-  }
-
-  private display(text: string): string {
-    return redactText(text, this.secrets);
+    warnShortInterval(ctx.log, opts.interval, HOUR,
+      "interval is under an hour: PhishTank rebuilds the dump hourly and answers 509 to clients that fetch it more often");
+    this.feed = new WholeFeed(ctx, await ctx.loadState(), { source: hashString(this.url), maxSeen: opts.max_seen, ttlMs: opts.dedup_ttl });
+    ctx.setDetail({ url: redactText(this.url, this.secrets), remembered: this.feed.seen.size });
+    await runHttpPolls(ctx, opts, { userAgent: `phishtank/${opts.username}`, secrets: this.secrets }, (http, signal) => this.poll(http, signal))
+      .finally(() => this.feed.stop());
   }
 
   private async poll(http: HttpClient, signal: AbortSignal): Promise<string> {
-    const { ctx, opts, seen } = this;
-    const started = Date.now();
-    // Every record in the dump is marked on each full read, so a dump that stays "not
-    // modified" for long would let its records expire: read it in full now and then.
-    const fresh = this.fullAt !== undefined && started - this.fullAt < opts.dedup_ttl / 2;
-    let res;
+    const { ctx } = this;
+    const counts: PollCounts = { records: 0, new: 0, changed: 0, skipped: 0 };
+    const read = await this.feed.read(signal, {
+      request: (validators) => this.request(http, validators, signal),
+      batches: (res) => jsonArrayBatches(res.body, { batchSize: BATCH, parse: false }),
+      post: async (batch, started) => {
+        const { post, keys, hashes } = this.diff(batch, started, counts);
+        if (post.length > 0) await ctx.emitJsonLines(post);
+        for (let i = 0; i < keys.length; i++) this.feed.seen.mark(keys[i]!, hashes[i]!, started);
+        return post.length;
+      },
+    });
+    if (!read.read) return read.status;
+    const { seen } = this.feed;
+    const ms = Date.now() - read.started;
+    ctx.setDetail({ records: counts.records, posted_new: counts.new, posted_changed: counts.changed, skipped: counts.skipped, remembered: seen.size });
+    ctx.log.info("dump read", { ...counts, remembered: seen.size, compression: read.res.compression, ms });
+    const skipped = counts.skipped > 0 ? `, ${counts.skipped} skipped` : "";
+    return `${counts.records} records: ${counts.new} new, ${counts.changed} changed${skipped}`;
+  }
+
+  private async request(http: HttpClient, validators: Validators | null, signal: AbortSignal): Promise<HttpResponse> {
     try {
-      res = await http.request(this.url, { signal, validators: fresh ? this.validators : null });
+      return await http.request(this.url, { signal, validators });
     } catch (err) {
       // PhishTank's "bandwidth exceeded" rarely says for how long: wait an interval, at least an hour.
       if (err instanceof HttpError && err.status === 509 && err.waitMs === null) {
-        throw new WaitError(err.message, Math.max(opts.interval, HOUR));
+        throw new WaitError(err.message, Math.max(this.opts.interval, HOUR));
       }
       throw err;
     }
-    if (res.notModified) {
-      if (!sameValidators(res.validators, this.validators)) {
-        this.validators = res.validators;
-        this.save();
-      }
-      return "not modified";
-    }
-
-    const counts: PollCounts = { records: 0, new: 0, changed: 0, skipped: 0 };
-    let posted = false;
-    try {
-      for await (const batch of jsonArrayBatches(res.body, { batchSize: BATCH, parse: false })) {
-        const { post, keys, hashes } = this.diff(batch, started, counts);
-        if (post.length > 0) {
-          await ctx.emitJsonLines(post);
-          posted = true;
-        }
-        for (let i = 0; i < keys.length; i++) seen.mark(keys[i]!, hashes[i]!, started);
-        if (signal.aborted) break;
-      }
-    } catch (err) {
-      // What was posted is marked: keep that even though the dump was not read to its end.
-      if (posted) this.save();
-      throw err;
-    }
-    if (signal.aborted) {
-      if (posted) this.save();
-      return "stopped";
-    }
-    seen.prune(started);
-    this.validators = res.validators;
-    this.fullAt = started;
-    this.save();
-    const ms = Date.now() - started;
-    ctx.setDetail({ records: counts.records, posted_new: counts.new, posted_changed: counts.changed, skipped: counts.skipped, remembered: seen.size });
-    ctx.log.info("dump read", { ...counts, remembered: seen.size, compression: res.compression, ms });
-    const skipped = counts.skipped > 0 ? `, ${counts.skipped} skipped` : "";
-    return `${counts.records} records: ${counts.new} new, ${counts.changed} changed${skipped}`;
   }
 
   /**
@@ -176,7 +112,7 @@ export class PhishtankInput {
         continue;
       }
       const hash = hashString(el.text);
-      const change = this.seen.changed(id, hash, now);
+      const change = this.feed.seen.changed(id, hash, now);
       if (change !== "same") {
         if (value === NOT_PARSED) value = parse(el.text);
         if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -203,16 +139,6 @@ export class PhishtankInput {
     counts.skipped++;
     this.ctx.reportError(new Error(why));
     if (counts.skipped <= SKIPS_LOGGED) this.ctx.log.warn("record skipped", { reason: why });
-  }
-
-  /** Checkpoint the state as it is now (saved once the spool holds what was posted). */
-  private save(): void {
-    if (this.stopped) return;
-    const state: PhishtankState = { v: 1, source: this.source, seen: this.seen.toJSON() };
-    if (this.validators && (this.validators.etag || this.validators.lastModified)) state.validators = { ...this.validators };
-    if (this.fullAt !== undefined) state.full_at = this.fullAt;
-    // A failed save is counted and logged by the context; the next poll saves again.
-    this.ctx.checkpoint(state).catch(() => {});
   }
 }
 
@@ -244,8 +170,4 @@ function phishId(value: unknown): string | undefined {
   if (typeof id === "string" && id.length > 0) return id;
   if (typeof id === "number" && Number.isFinite(id)) return String(id);
   return undefined;
-}
-
-function sameValidators(a: Validators | undefined, b: Validators | undefined): boolean {
-  return (a?.etag ?? null) === (b?.etag ?? null) && (a?.lastModified ?? null) === (b?.lastModified ?? null);
 }

@@ -1,60 +1,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { gzipSync } from "fflate";
 import plugin from "./index.ts";
 import { defaultDumpUrl } from "./input.ts";
-import { Spool } from "../../agent/spool.ts";
-import { StateStore } from "../../agent/state.ts";
-import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
-import { createLogger, silentLogger } from "../../agent/log.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+
+/** Answers a request (a server's whole handler, or part of one). */
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const FIXTURES = new URL("../../test/fixtures/phishtank/", import.meta.url);
 const KEY = "0123456789abcdef0123456789abcdef-phishtank-key";
 const USER = "alice";
 const enc = (s: string) => new TextEncoder().encode(s);
-
-interface Seen {
-  url: string;
-  headers: IncomingHttpHeaders;
-  at: number;
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-interface TestServer {
-  base: string;
-  requests: Seen[];
-  handler: Handler;
-  close(): Promise<void>;
-}
-
-/** A real HTTP server on 127.0.0.1 whose handler a test can swap; it records each request. */
-async function serve(handler: Handler): Promise<TestServer> {
-  const sockets = new Set<Socket>();
-  const srv: TestServer = { base: "", requests: [], handler, close: async () => {} };
-  const server = createServer((req, res) => {
-    srv.requests.push({ url: req.url ?? "", headers: req.headers, at: Date.now() });
-    srv.handler(req, res);
-  });
-  server.on("connection", (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  srv.base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  srv.close = () => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  });
-  return srv;
-}
 
 /** Answers like PhishTank's server: 403 without the User-Agent it asks for, ETag / 304. */
 function dump(body: Uint8Array, etag: string | null): Handler {
@@ -63,59 +23,11 @@ function dump(body: Uint8Array, etag: string | null): Handler {
       res.writeHead(403).end("set your User-Agent to phishtank/<username>");
       return;
     }
-    if (etag !== null && req.headers["if-none-match"] === etag) {
-      res.writeHead(304, { etag }).end();
-      return;
-    }
-    res.writeHead(200, { "content-type": "application/octet-stream", ...(etag !== null ? { etag } : {}) }).end(body);
+    answerFile(req, res, body, etag, "application/octet-stream");
   };
 }
 
-interface Running {
-  ctx: CoreInputContext;
-  stop(): Promise<void>;
-}
-
-interface Env {
-  dir: string;
-  logs: string[];
-  /** Events spooled since the last call. */
-  events(): string[];
-  start(raw: Record<string, unknown>): Running;
-}
-
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "phishtank-input-"));
-  const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: 20, log: silentLogger });
-  const logs: string[] = [];
-  const log = createLogger("debug", { write: (line) => void logs.push(line) });
-  const running: Running[] = [];
-  const env: Env = {
-    dir,
-    logs,
-    events: () => drainSpool(spool, []).map((e) => {
-      assert.equal(e.kind, "json");
-      return e.event;
-    }),
-    start(raw) {
-      let ctx!: CoreInputContext;
-      const { stop } = runInput((signal) => {
-        ctx = createInputContext({ name: "pt", spool, state: new StateStore(join(dir, "state")), route: "pt", log, signal, hostname: "test" });
-        return plugin.create(plugin.options.parse(raw), ctx).run();
-      });
-      const r: Running = { ctx, stop: async () => { await stop(); await ctx.settled(); } };
-      running.push(r);
-      return r;
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const r of running) await r.stop();
-    await spool.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withEnv = (fn: (env: InputTestEnv) => Promise<void>) => withInputEnv(plugin, { name: "pt" }, fn);
 
 /** The fixture's records, each as its exact source text. */
 async function fixture(): Promise<{ text: string; records: string[] }> {
@@ -125,12 +37,7 @@ async function fixture(): Promise<{ text: string; records: string[] }> {
   return { text, records };
 }
 
-/** Waits until the input has finished the poll that made request `n` (1-based) and started the next one. */
-async function afterPoll(srv: TestServer, n: number): Promise<void> {
-  await until(() => srv.requests.length > n, `request ${n + 1}`);
-}
-
-const opts = (srv: TestServer, path = `/data/${KEY}/online-valid.json.bz2`, extra: Record<string, unknown> = {}) => ({
+const opts = (srv: TestHttpServer, path = `/data/${KEY}/online-valid.json.bz2`, extra: Record<string, unknown> = {}) => ({
   url: `${srv.base}${path}`, app_key: KEY, username: USER, interval: "100ms", ...extra,
 });
 
@@ -151,12 +58,12 @@ test("options: username is required, defaults, and the URL built from app_key", 
 test("first poll posts every record unchanged; 304, 200-same, a changed dump and a restart post only the difference", async () => {
   const { text, records } = await fixture();
   const bz2 = await readFile(new URL("online-valid.json.bz2", FIXTURES));
-  const srv = await serve(dump(bz2, '"v1"'));
+  const srv = await serveHttp(dump(bz2, '"v1"'));
   try {
     await withEnv(async (env) => {
       let input = env.start(opts(srv));
       await afterPoll(srv, 1);
-      assert.deepEqual(env.events(), records);
+      assert.deepEqual(env.jsonLines(), records);
       assert.equal(srv.requests[0]!.headers["user-agent"], `phishtank/${USER}`);
       assert.equal(srv.requests[0]!.headers["if-none-match"], undefined);
 
@@ -164,13 +71,13 @@ test("first poll posts every record unchanged; 304, 200-same, a changed dump and
       await afterPoll(srv, 2);
       assert.equal(srv.requests[1]!.headers["if-none-match"], '"v1"');
       assert.match(String(input.ctx.counters.detail.last_status), /not modified/);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
 
       // A server that ignores validators: the same dump again posts nothing.
       srv.handler = dump(enc(text), null);
       let n = srv.requests.length;
       await afterPoll(srv, n + 1);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
 
       // The next dump: the first record went offline, a new one arrived, the second is as it was.
       const [first, second] = records as [string, string];
@@ -179,7 +86,7 @@ test("first poll posts every record unchanged; 304, 200-same, a changed dump and
       srv.handler = dump(enc(`[${flipped}, ${second}, ${added}]`), '"v2"');
       n = srv.requests.length;
       await afterPoll(srv, n + 1);
-      assert.deepEqual(env.events(), [flipped, added]);
+      assert.deepEqual(env.jsonLines(), [flipped, added]);
       const { records: total, posted_new, posted_changed } = input.ctx.counters.detail;
       assert.deepEqual({ total, posted_new, posted_changed }, { total: 3, posted_new: 1, posted_changed: 1 });
 
@@ -196,7 +103,7 @@ test("first poll posts every record unchanged; 304, 200-same, a changed dump and
       n = srv.requests.length;
       input = env.start(opts(srv));
       await afterPoll(srv, n + 1);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
       assert.equal(input.ctx.counters.errors, 0);
     });
   } finally {
@@ -206,7 +113,7 @@ test("first poll posts every record unchanged; 304, 200-same, a changed dump and
 
 test(".json.gz and plain .json dumps are read by their content", async () => {
   const { text, records } = await fixture();
-  const srv = await serve((req, res) => {
+  const srv = await serveHttp((req, res) => {
     if (req.url === "/data/online-valid.json.gz") dump(gzipSync(enc(text)), null)(req, res);
     else if (req.url === "/data/online-valid.json") dump(enc(text), null)(req, res);
     else res.writeHead(404).end();
@@ -217,7 +124,7 @@ test(".json.gz and plain .json dumps are read by their content", async () => {
         const n = srv.requests.length;
         const input = env.start(opts(srv, path));
         await afterPoll(srv, n + 1);
-        assert.deepEqual(env.events(), records, path);
+        assert.deepEqual(env.jsonLines(), records, path);
         assert.equal(input.ctx.counters.errors, 0);
       });
     }
@@ -230,7 +137,7 @@ test("509 makes the input wait (one request, no error storm); Retry-After is hon
   const { records } = await fixture();
   const bz2 = await readFile(new URL("online-valid.json.bz2", FIXTURES));
   const over = (req: IncomingMessage, res: ServerResponse) => res.writeHead(509).end(`Bandwidth limit exceeded for ${req.url}`);
-  const srv = await serve(over);
+  const srv = await serveHttp(over);
   try {
     await withEnv(async (env) => {
       const input = env.start(opts(srv));
@@ -259,7 +166,7 @@ test("509 makes the input wait (one request, no error storm); Retry-After is hon
       const input = env.start(opts(srv));
       await afterPoll(srv, n + 2);
       assert.ok(srv.requests[n + 1]!.at - answered509At >= 900, "the retry waited for Retry-After");
-      assert.deepEqual(env.events(), records);
+      assert.deepEqual(env.jsonLines(), records);
       assert.equal(input.ctx.counters.errors, 1);
     });
 
@@ -287,14 +194,14 @@ test("a redirect to another origin is followed; records lacking phish_id or inva
   const numericId = '{"phish_id": 7946201, "url": "http://numeric.example/"}';
   const idLater = '{"url": "http://later.example/", "phish_id": "7946202"}';
   const body = `[${records[0]}, ${withoutId}, 42, ${invalid}, ${numericId}, ${idLater}, ${records[1]}]`;
-  const mirror = await serve(dump(enc(body), '"m1"'));
+  const mirror = await serveHttp(dump(enc(body), '"m1"'));
   // A different port is a different origin.
-  const origin = await serve((req, res) => res.writeHead(302, { location: `${mirror.base}/dump.json` }).end());
+  const origin = await serveHttp((req, res) => res.writeHead(302, { location: `${mirror.base}/dump.json` }).end());
   try {
     await withEnv(async (env) => {
       const input = env.start(opts(origin));
       await afterPoll(mirror, 1);
-      assert.deepEqual(env.events(), [records[0], numericId, idLater, records[1]]);
+      assert.deepEqual(env.jsonLines(), [records[0], numericId, idLater, records[1]]);
       assert.equal(mirror.requests[0]!.headers["user-agent"], `phishtank/${USER}`);
       assert.equal(input.ctx.counters.errors, 3);
       assert.match(String(input.ctx.counters.last_error), /at byte \d+ of the dump is not valid JSON/);
@@ -303,12 +210,12 @@ test("a redirect to another origin is followed; records lacking phish_id or inva
       // The validators of the answer (the mirror's ETag) make the next request conditional.
       await afterPoll(mirror, 2);
       assert.equal(mirror.requests[1]!.headers["if-none-match"], '"m1"');
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
       // The same dump in full again: the valid records are known, the bad ones counted again.
       mirror.handler = dump(enc(body), null);
       const n = mirror.requests.length;
       await afterPoll(mirror, n + 1);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
       const errors = input.ctx.counters.errors;
       assert.ok(errors >= 6 && errors % 3 === 0, `3 errors per full read, got ${errors}`);
     });
@@ -321,7 +228,7 @@ test("a redirect to another origin is followed; records lacking phish_id or inva
 test("a truncated dump fails the poll without saving its validators; the next full one posts once", async () => {
   const { text, records } = await fixture();
   let truncated = true;
-  const srv = await serve((req, res) => dump(enc(truncated ? text.slice(0, -30) : text), '"t1"')(req, res));
+  const srv = await serveHttp((req, res) => dump(enc(truncated ? text.slice(0, -30) : text), '"t1"')(req, res));
   try {
     await withEnv(async (env) => {
       const input = env.start(opts(srv));
@@ -331,7 +238,7 @@ test("a truncated dump fails the poll without saving its validators; the next fu
       const n = srv.requests.length;
       await afterPoll(srv, n + 1);
       assert.equal(srv.requests[n]!.headers["if-none-match"], undefined, "no validators from the failed poll");
-      assert.deepEqual(env.events(), records);
+      assert.deepEqual(env.jsonLines(), records);
     });
   } finally {
     await srv.close();
@@ -340,7 +247,7 @@ test("a truncated dump fails the poll without saving its validators; the next fu
 
 test("stop ends run() within a second even in the middle of a download", async () => {
   const { text } = await fixture();
-  const srv = await serve((req, res) => {
+  const srv = await serveHttp((req, res) => {
     res.writeHead(200, { "content-type": "application/json" });
     res.write(text.slice(0, 40)); // and never the rest
   });
@@ -352,7 +259,7 @@ test("stop ends run() within a second even in the middle of a download", async (
       const t0 = Date.now();
       await input.stop();
       assert.ok(Date.now() - t0 < 1000, `stopped in ${Date.now() - t0} ms`);
-      assert.deepEqual(env.events(), []);
+      assert.deepEqual(env.jsonLines(), []);
     });
   } finally {
     await srv.close();
