@@ -2,6 +2,9 @@
 // octet counting ("<len> <msg>") and a trailer (LF, CRLF or NUL). The first byte of the
 // connection decides: a digit 1-9 means octet counting. A frame whose length header is not
 // valid is taken up to the next trailer instead, so a confused sender loses nothing.
+//
+// Messages are handed over as ranges of a buffer, not copies: the receiver reads each one
+// before push() returns, so a message costs no allocation of its own.
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -12,9 +15,34 @@ const MAX_LENGTH_DIGITS = 10;
 
 type Mode = "unknown" | "octet" | "trailer";
 
+/** Receives one message: buf[start, end), valid only during the call. */
+export type MessageSink = (buf: Uint8Array, start: number, end: number) => void;
+
+const EMPTY = new Uint8Array(0);
+/**
+ * Where the bytes carried over from the last chunk are joined with the next one. One for all
+ * framers: push() runs to completion before another can start.
+ */
+let joined = EMPTY;
+/** A joined buffer grown beyond this by a huge chunk is not kept. */
+const JOINED_KEEP_BYTES = 1 << 20;
+
+function join(carry: Uint8Array, chunk: Uint8Array): Uint8Array {
+  const n = carry.length + chunk.length;
+  if (joined.length < n) {
+    let size = Math.max(joined.length, 4096);
+    while (size < n) size *= 2;
+    joined = new Uint8Array(size);
+  }
+  joined.set(carry, 0);
+  joined.set(chunk, carry.length);
+  return joined.subarray(0, n);
+}
+
 export class SyslogFramer {
   private mode: Mode = "unknown";
-  private pending: Uint8Array = new Uint8Array(0);
+  /** The start of a message whose end has not arrived yet. */
+  private pending: Uint8Array = EMPTY;
   /** Bytes of an oversize message still to skip (octet counting) ... */
   private skipCount = 0;
   /** ... or skip up to the next trailer (trailer framing). */
@@ -32,14 +60,9 @@ export class SyslogFramer {
     return this.pending.length;
   }
 
-  /** Appends the complete messages found in `chunk` to `out`. */
-  push(chunk: Uint8Array, out: Uint8Array[]): void {
-    let buf = chunk;
-    if (this.pending.length > 0) {
-      buf = new Uint8Array(this.pending.length + chunk.length);
-      buf.set(this.pending, 0);
-      buf.set(chunk, this.pending.length);
-    }
+  /** Hands each complete message found in `chunk` to `sink`. */
+  push(chunk: Uint8Array, sink: MessageSink): void {
+    const buf = this.pending.length > 0 ? join(this.pending, chunk) : chunk;
     let pos = 0;
     while (pos < buf.length) {
       if (this.skipCount > 0) {
@@ -65,32 +88,35 @@ export class SyslogFramer {
       }
       if (this.mode === "unknown") this.mode = b >= 0x31 && b <= 0x39 ? "octet" : "trailer";
       const next = this.mode === "octet" && b >= 0x31 && b <= 0x39
-        ? this.octetFrame(buf, pos, out)
-        : this.trailerFrame(buf, pos, out);
+        ? this.octetFrame(buf, pos, sink)
+        : this.trailerFrame(buf, pos, sink);
       if (next < 0) break;
       pos = next;
     }
-    this.pending = pos < buf.length ? buf.slice(pos) : new Uint8Array(0);
+    this.pending = pos < buf.length ? copyOf(buf, pos) : EMPTY;
+    if (joined.length > JOINED_KEEP_BYTES) joined = EMPTY;
   }
 
   /** At the end of the stream: whatever is left is the last message. */
-  flush(out: Uint8Array[]): void {
-    if (this.pending.length > 0 && !this.skipToTrailer && this.skipCount === 0) {
-      const rest = stripCr(this.pending, 0, this.pending.length);
-      if (rest.length > 0) out.push(rest.length > this.maxMessageBytes ? this.cut(rest) : rest);
+  flush(sink: MessageSink): void {
+    const rest = this.pending;
+    if (rest.length > 0 && !this.skipToTrailer && this.skipCount === 0) {
+      const end = withoutCr(rest, 0, rest.length);
+      if (end > 0) sink(rest, 0, end > this.maxMessageBytes ? this.cut() : end);
     }
-    this.pending = new Uint8Array(0);
+    this.pending = EMPTY;
     this.skipCount = 0;
     this.skipToTrailer = false;
   }
 
-  private cut(msg: Uint8Array): Uint8Array {
+  /** Counts a message cut to max_message_bytes; returns that length. */
+  private cut(): number {
     this.truncated++;
-    return msg.subarray(0, this.maxMessageBytes);
+    return this.maxMessageBytes;
   }
 
   /** One octet-counted frame at `pos`; returns the position after it, or -1 if more bytes are needed. */
-  private octetFrame(buf: Uint8Array, pos: number, out: Uint8Array[]): number {
+  private octetFrame(buf: Uint8Array, pos: number, sink: MessageSink): number {
     let i = pos;
     let len = 0;
     while (i < buf.length && buf[i]! >= 0x30 && buf[i]! <= 0x39 && i - pos < MAX_LENGTH_DIGITS) {
@@ -98,37 +124,46 @@ export class SyslogFramer {
       i++;
     }
     if (i === buf.length) return -1;
-    if (buf[i] !== SP) return this.trailerFrame(buf, pos, out);
+    if (buf[i] !== SP) return this.trailerFrame(buf, pos, sink);
     const start = i + 1;
     if (len > this.maxMessageBytes) {
       // Emit the first max bytes as soon as they are here, then skip the rest without buffering it.
       if (buf.length - start < this.maxMessageBytes) return -1;
-      out.push(this.cut(buf.slice(start, start + len)));
+      emitOctetMessage(buf, start, start + this.cut(), sink);
       const available = Math.min(len, buf.length - start);
       this.skipCount = len - available;
       return start + available;
     }
     if (buf.length - start < len) return -1;
-    out.push(buf.slice(start, start + len));
+    emitOctetMessage(buf, start, start + len, sink);
     return start + len;
   }
 
   /** One trailer-terminated frame at `pos`; returns the position after it, or -1 if more bytes are needed. */
-  private trailerFrame(buf: Uint8Array, pos: number, out: Uint8Array[]): number {
+  private trailerFrame(buf: Uint8Array, pos: number, sink: MessageSink): number {
     const end = findTrailer(buf, pos);
     if (end < 0) {
       if (buf.length - pos > this.maxMessageBytes) {
-        out.push(this.cut(buf.slice(pos, pos + this.maxMessageBytes)));
+        sink(buf, pos, pos + this.cut());
         this.skipToTrailer = true;
         return buf.length;
       }
       return -1;
     }
-    const msg = stripCr(buf, pos, end);
-    if (msg.length > this.maxMessageBytes) out.push(this.cut(msg));
-    else if (msg.length > 0) out.push(msg);
+    const msgEnd = withoutCr(buf, pos, end);
+    if (msgEnd - pos > this.maxMessageBytes) sink(buf, pos, pos + this.cut());
+    else if (msgEnd > pos) sink(buf, pos, msgEnd);
     return end + 1;
   }
+}
+
+/**
+ * Senders such as syslog-ng's loggen end an octet-counted MSG with a newline; like syslog-ng,
+ * trailing LF, CR and NUL are not part of the message. A frame of nothing else is skipped.
+ */
+function emitOctetMessage(buf: Uint8Array, start: number, end: number, sink: MessageSink): void {
+  while (end > start && (buf[end - 1] === LF || buf[end - 1] === CR || buf[end - 1] === NUL)) end--;
+  if (end > start) sink(buf, start, end);
 }
 
 function findTrailer(buf: Uint8Array, from: number): number {
@@ -139,7 +174,15 @@ function findTrailer(buf: Uint8Array, from: number): number {
   return -1;
 }
 
-function stripCr(buf: Uint8Array, start: number, end: number): Uint8Array {
+/** A copy of buf from `start` (Buffer#slice would be a view, keeping the whole chunk alive). */
+function copyOf(buf: Uint8Array, start: number): Uint8Array {
+  const copy = new Uint8Array(buf.length - start);
+  copy.set(buf.subarray(start));
+  return copy;
+}
+
+/** `end` moved back over trailing CRs. */
+function withoutCr(buf: Uint8Array, start: number, end: number): number {
   while (end > start && buf[end - 1] === CR) end--;
-  return buf.slice(start, end);
+  return end;
 }

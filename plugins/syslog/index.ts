@@ -1,7 +1,8 @@
 // The `syslog` input: UDP, TCP and TLS (RFC 5425) listeners that parse RFC 5424 / RFC 3164
-// messages (and their real-world variants) into JSON events. Messages arriving in one tick are
-// emitted as one batch. While the spool cannot keep up, TCP and TLS sockets stop reading and
-// UDP datagrams are dropped and counted: UDP has no way to push back.
+// messages (and their real-world variants) into JSON events. Each message is written as its
+// JSON line straight from the received bytes; lines arriving in one tick are emitted as one
+// batch. While the spool cannot keep up, TCP and TLS sockets stop reading and UDP datagrams
+// are dropped and counted: UDP has no way to push back.
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
@@ -9,8 +10,9 @@ import { z } from "zod";
 import { FatalInputError, defineInput, type InputContext } from "../../agent/plugin.ts";
 import { errorMessage } from "../../agent/log.ts";
 import { duration, size } from "../../agent/units.ts";
-import { SyslogFramer } from "./framer.ts";
-import { parseSyslog, type SyslogEvent } from "./parse.ts";
+import { SyslogFramer, type MessageSink } from "./framer.ts";
+import { JsonLineBuffer } from "./json-lines.ts";
+import { eventTail, writeSyslogEvent, type MessageContext } from "./parse.ts";
 import { TLS_PAUSE_STOPS_READING, loadTlsMaterial } from "./tls.ts";
 
 const LISTEN = /^(udp|tcp|tls):\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d{1,5})$/;
@@ -49,42 +51,55 @@ export function parseListen(url: string): Listener {
   return { protocol: m[1] as Listener["protocol"], host, port: Number(m[3]) };
 }
 
-/** How many parsed events may wait behind a pending emit (the spool not keeping up). */
+/**
+ * How many parsed events may wait behind a pending emit (the spool not keeping up), counted
+ * both ways so that memory stays bounded whatever the message size.
+ */
 export interface QueueLimits {
-  /** TCP and TLS sockets stop reading at this many. */
+  /** TCP and TLS sockets stop reading at this many events ... */
   tcpPauseEvents: number;
-  /** UDP datagrams are dropped at this many. */
+  /** ... or at this many bytes of event lines. */
+  tcpPauseBytes: number;
+  /** UDP datagrams are dropped at this many events ... */
   udpDropEvents: number;
+  /** ... or at this many bytes of event lines. */
+  udpDropBytes: number;
 }
 
 const UDP_RECV_BUFFER_BYTES = 8 * 1024 * 1024;
 
-export const DEFAULT_LIMITS: QueueLimits = { tcpPauseEvents: 10_000, udpDropEvents: 50_000 };
+export const DEFAULT_LIMITS: QueueLimits = {
+  tcpPauseEvents: 10_000, tcpPauseBytes: 4 * 1024 * 1024, udpDropEvents: 50_000, udpDropBytes: 16 * 1024 * 1024,
+};
 const EMIT_BATCH = 5_000;
 
-/** Collects parsed events and emits them once per tick, one emit in flight at a time. */
+/** Collects event lines and emits them once per tick, one emit in flight at a time. */
 class Batcher {
-  private queue: SyslogEvent[] = [];
+  /** Event lines not emitted yet. */
+  readonly lines = new JsonLineBuffer();
   private scheduled = false;
   private inFlight: Promise<void> | null = null;
-  private readonly onPressure: (paused: boolean) => void;
   private paused = false;
 
-  constructor(private readonly ctx: InputContext, private readonly pauseAt: number, onPressure: (paused: boolean) => void) {
-    this.onPressure = onPressure;
+  constructor(
+    private readonly ctx: InputContext,
+    private readonly limits: QueueLimits,
+    private readonly onPressure: (paused: boolean) => void,
+  ) {}
+
+  /** Whether a UDP datagram must be dropped now. */
+  get full(): boolean {
+    return this.inFlight !== null && (this.lines.lines >= this.limits.udpDropEvents || this.lines.length >= this.limits.udpDropBytes);
   }
 
-  get queued(): number {
-    return this.queue.length;
+  private get overPauseLimit(): boolean {
+    return this.lines.lines >= this.limits.tcpPauseEvents || this.lines.length >= this.limits.tcpPauseBytes;
   }
 
-  get busy(): boolean {
-    return this.inFlight !== null;
-  }
-
-  add(ev: SyslogEvent): void {
-    this.queue.push(ev);
-    if (this.inFlight && !this.paused && this.queue.length >= this.pauseAt) {
+  /** Call after writing lines: schedules their emit, and pauses TCP if too many wait. */
+  added(): void {
+    if (this.lines.lines === 0) return;
+    if (this.inFlight && !this.paused && this.overPauseLimit) {
       this.paused = true;
       this.onPressure(true);
     }
@@ -98,15 +113,14 @@ class Batcher {
   }
 
   private pump(): void {
-    if (this.inFlight || this.queue.length === 0) return;
-    const batch = this.queue.length <= EMIT_BATCH ? this.queue : this.queue.slice(0, EMIT_BATCH);
-    this.queue = this.queue.length <= EMIT_BATCH ? [] : this.queue.slice(EMIT_BATCH);
-    this.inFlight = this.ctx.emitJson(batch).then(
+    if (this.inFlight || this.lines.lines === 0) return;
+    const batch = this.lines.take(EMIT_BATCH);
+    this.inFlight = this.ctx.emitJsonLines(batch).then(
       () => {},
       (err) => this.ctx.reportError(err),
     ).then(() => {
       this.inFlight = null;
-      if (this.paused && this.queue.length < this.pauseAt) {
+      if (this.paused && !this.overPauseLimit) {
         this.paused = false;
         this.onPressure(false);
       }
@@ -118,7 +132,7 @@ class Batcher {
   async drain(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
     this.pump();
-    while ((this.inFlight || this.queue.length > 0) && Date.now() < deadline) {
+    while ((this.inFlight || this.lines.lines > 0) && Date.now() < deadline) {
       await Promise.race([this.inFlight, new Promise((r) => setTimeout(r, 20))]);
       this.pump();
     }
@@ -150,7 +164,6 @@ export type SyslogOptions = Options;
 
 /** Runs the listeners until ctx.signal aborts. */
 export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueLimits = DEFAULT_LIMITS): Promise<void> {
-  const decoder = new TextDecoder();
   const listeners = opts.listen.map(parseListen);
   // Certificates are read before anything binds: a bad file fails the input, naming the file.
   const tls = listeners.some((l) => l.protocol === "tls") ? await loadTlsMaterial(opts) : null;
@@ -177,14 +190,17 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       ...(tls ? { tls_handshake_failures: tlsFailures } : {}),
     });
 
-  const batcher = new Batcher(ctx, limits.tcpPauseEvents, (paused) => {
+  const batcher = new Batcher(ctx, limits, (paused) => {
     tcpPaused = paused;
     for (const s of readers) paused ? s.pause() : s.resume();
     showDetail();
   });
 
-  const parse = (bytes: Uint8Array, sourceIp: string | null, transport: string) =>
-    parseSyslog(decoder.decode(bytes), { sourceIp, transport, now: new Date(), defaultTz: opts.timezone });
+  /** Writes each message it is given as an event line from this source. */
+  const eventWriter = (sourceIp: string | null, transport: string): { mc: MessageContext; write: MessageSink } => {
+    const mc: MessageContext = { tail: eventTail(sourceIp, transport), now: Date.now(), defaultTz: opts.timezone };
+    return { mc, write: (buf, start, end) => writeSyslogEvent(batcher.lines, buf, start, end, mc) };
+  };
 
   /** Counts a new TCP connection in, or refuses it beyond max_connections. */
   const admit = (socket: Socket): boolean => {
@@ -207,12 +223,10 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
 
   /** Reads syslog messages from a TCP connection, or from a TLS connection once its handshake is done. */
   const readStream = (socket: Socket, transport: "tcp" | "tls") => {
-    const ip = normaliseIp(socket.remoteAddress);
     const framer = new SyslogFramer(opts.max_message_bytes);
-    const out: Uint8Array[] = [];
-    const take = () => {
-      for (const m of out) batcher.add(parse(m, ip, transport));
-      out.length = 0;
+    const events = eventWriter(normaliseIp(socket.remoteAddress), transport);
+    const took = () => {
+      batcher.added();
       if (framer.truncated > 0) {
         truncated += framer.truncated;
         framer.truncated = 0;
@@ -226,16 +240,22 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     socket.setTimeout(opts.idle_timeout, () => socket.destroy());
     socket.on("data", (chunk: Uint8Array) => {
       try {
-        framer.push(chunk, out);
-        take();
+        events.mc.now = Date.now();
+        framer.push(chunk, events.write);
+        took();
       } catch (err) {
         ctx.reportError(err);
         socket.destroy();
       }
     });
     socket.on("end", () => {
-      framer.flush(out);
-      take();
+      try {
+        events.mc.now = Date.now();
+        framer.flush(events.write);
+        took();
+      } catch (err) {
+        ctx.reportError(err);
+      }
       socket.end();
     });
     socket.on("error", () => {});
@@ -274,8 +294,20 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     return server;
   };
 
+  // Datagrams mostly come from a few senders: their event line ends are kept, not rebuilt.
+  const udpWriters = new Map<string | null, ReturnType<typeof eventWriter>>();
+  const udpWriter = (ip: string | null) => {
+    let w = udpWriters.get(ip);
+    if (!w) {
+      if (udpWriters.size >= 1024) udpWriters.clear();
+      w = eventWriter(ip, "udp");
+      udpWriters.set(ip, w);
+    }
+    return w;
+  };
+
   const acceptUdp = (msg: Uint8Array, ip: string | null) => {
-    if (batcher.busy && batcher.queued >= limits.udpDropEvents) {
+    if (batcher.full) {
       udpDropped++;
       if (udpDropped === 1 || udpDropped % 1000 === 0) {
         ctx.reportError(new Error(`spool full: ${udpDropped} UDP datagrams dropped`));
@@ -291,7 +323,10 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       truncated++;
       showDetail();
     }
-    batcher.add(parse(msg.subarray(0, end), ip, "udp"));
+    const w = udpWriter(ip);
+    w.mc.now = Date.now();
+    w.write(msg, 0, end);
+    batcher.added();
   };
 
   const shownHost = (host: string) => (host.includes(":") ? `[${host}]` : host);

@@ -7,18 +7,22 @@ import { fileURLToPath } from "node:url";
 import { connect, createServer } from "node:net";
 import { createSocket } from "node:dgram";
 import fc from "fast-check";
-import plugin from "./index.ts";
-import { parseSyslog, type SyslogEvent } from "./parse.ts";
-import { SyslogFramer } from "./framer.ts";
+import plugin, { DEFAULT_LIMITS } from "./index.ts";
+import { eventTail, parseSyslog, writeSyslogEvent, type SyslogEvent } from "./parse.ts";
+import { JsonLineBuffer } from "./json-lines.ts";
+import { SyslogFramer, type MessageSink } from "./framer.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
 import { LOGGEN, loggen, sendTcp, split, withInput } from "./input-harness.ts";
+import { until } from "../../test/until.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+/** A framer sink that keeps a copy of each message. */
+const into = (out: Uint8Array[]): MessageSink => (buf, start, end) => void out.push(buf.slice(start, end));
 const NOW = new Date("2026-11-27T21:00:00Z");
 const ctx = { sourceIp: "192.0.2.7", transport: "udp", now: NOW };
 const KEYS = ["facility", "severity", "timestamp", "hostname", "appname", "procid", "msgid", "structured_data", "message", "format", "source_ip", "transport"];
@@ -47,7 +51,7 @@ test("parse: every line of variants.txt", async () => {
   assert.equal(lines.length, EXPECTED_VARIANTS.length);
   lines.forEach((line, i) => {
     const ev = parseSyslog(line, ctx);
-    assert.deepEqual(Object.keys(ev).sort(), [...KEYS].sort(), `line ${i + 1}`);
+    assert.deepEqual(Object.keys(ev), KEYS, `line ${i + 1}: the keys, in this order`);
     assert.equal(ev.source_ip, "192.0.2.7");
     assert.equal(ev.transport, "udp");
     for (const [k, v] of Object.entries(EXPECTED_VARIANTS[i]!)) assert.deepEqual((ev as any)[k], v, `line ${i + 1} ${k}`);
@@ -59,8 +63,8 @@ test("parse: octet-counted.bin frames into RFC 5424 messages", async () => {
   const bytes = new Uint8Array(await readFile(join(FIXTURES, "octet-counted.bin")));
   const framer = new SyslogFramer(65536);
   const out: Uint8Array[] = [];
-  framer.push(bytes, out);
-  framer.flush(out);
+  framer.push(bytes, into(out));
+  framer.flush(into(out));
   assert.equal(framer.framing, "octet");
   assert.equal(out.length, 3);
   const evs = out.map((m) => parseSyslog(dec(m), { ...ctx, transport: "tcp" }));
@@ -115,13 +119,90 @@ test("parse: arbitrary text never throws and is never lost", () => {
   }), { numRuns: 2000 });
 });
 
+test("parse: structured data names act as JSON object keys, and __proto__ is a name like any other", () => {
+  const plain = parseSyslog('<14>1 - h a - - [__proto__ polluted="yes"] m', ctx).structured_data!;
+  assert.deepEqual(Object.keys(plain), ["__proto__"]);
+  assert.deepEqual({ ...Object.getOwnPropertyDescriptor(plain, "__proto__")!.value }, { polluted: "yes" });
+  // Repeated SD-IDs merge, a repeated name keeps its last value in its first place, array-index names come first.
+  const merged = parseSyslog('<14>1 - h a - - [x@1 b="1" 5="2" b="3" 01="4"][__proto__ polluted="yes"][x@1 c="5" 0="6"] m', ctx).structured_data!;
+  assert.deepEqual(Object.keys(merged), ["x@1", "__proto__"]);
+  assert.deepEqual(Object.entries(merged["x@1"]!), [["0", "6"], ["5", "2"], ["b", "3"], ["01", "4"], ["c", "5"]]);
+  assert.deepEqual({ ...Object.getOwnPropertyDescriptor(merged, "__proto__")!.value }, { polluted: "yes" });
+  assert.equal(({} as Record<string, unknown>).polluted, undefined, "Object.prototype untouched");
+});
+
+// ---- event lines written from bytes -----------------------------------------------------------
+
+/** Event lines of `bytes` decoded as one text, as the input emits them. */
+function lineOf(buf: Uint8Array, start = 0, end = buf.length): string {
+  const out = new JsonLineBuffer(64);
+  writeSyslogEvent(out, buf, start, end, { tail: eventTail("192.0.2.7", "tcp"), now: NOW.getTime() });
+  assert.equal(out.lines, 1);
+  return out.take(1)[0]!;
+}
+
+const jsonChar = fc.oneof(
+  fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)),
+  fc.constantFrom("é", "\u2028", "\u2029", "\ufeff", "😀", "\ud800", "\udfff", "\u0085"),
+);
+
+test("json lines: strings are escaped exactly as JSON.stringify does, valid UTF-8 or not", () => {
+  // A BOM inside a field is content: decode without dropping one.
+  const text = new TextDecoder("utf-8", { ignoreBOM: true });
+  const asJson = (bytes: Uint8Array) => {
+    const out = new JsonLineBuffer(8);
+    out.reserve(6 * bytes.length + 3);
+    out.string(bytes, 0, bytes.length);
+    out.endLine();
+    return out.take(1)[0];
+  };
+  fc.assert(fc.property(fc.oneof(fc.string({ unit: jsonChar }), fc.string({ unit: "binary" })), (s) => {
+    const bytes = enc(s);
+    assert.equal(asJson(bytes), JSON.stringify(text.decode(bytes)));
+  }), { numRuns: 3000 });
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+    assert.equal(asJson(bytes), JSON.stringify(text.decode(bytes)));
+  }), { numRuns: 3000 });
+});
+
+test("json lines: an event line is the JSON of the event, and take() hands out whole lines in order", () => {
+  const out = new JsonLineBuffer(16);
+  const tail = eventTail("192.0.2.7", "udp");
+  const msgs = ["<13>Nov 27 10:00:00 host app[1]: one", '<14>1 - h a - - [x@1 q="\\"é\\""] two', "three \u0001 \"raw\""];
+  for (const m of msgs) {
+    const b = enc(m);
+    writeSyslogEvent(out, b, 0, b.length, { tail, now: NOW.getTime() });
+  }
+  assert.equal(out.lines, 3);
+  const first = out.take(2);
+  assert.equal(out.lines, 1);
+  const rest = out.take(5);
+  assert.equal(out.lines, 0);
+  assert.deepEqual(out.take(5), []);
+  const lines = [...first, ...rest];
+  assert.equal(lines.length, 3);
+  lines.forEach((line, i) => assert.equal(line, JSON.stringify(parseSyslog(msgs[i]!, ctx))));
+  assert.deepEqual(JSON.parse(lines[1]!).structured_data, { "x@1": { q: '"é"' } });
+  assert.equal(JSON.parse(lines[2]!).message, 'three \u0001 "raw"');
+});
+
+test("json lines: a message is read only within its range of the buffer", () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 30 }), fc.oneof(fc.uint8Array({ maxLength: 60 }), fc.string().map((s) => enc("<13>1 - h a p m [x y=\"" + s))), fc.uint8Array({ maxLength: 30 }), (before, msg, after) => {
+    const buf = new Uint8Array(before.length + msg.length + after.length);
+    buf.set(before);
+    buf.set(msg, before.length);
+    buf.set(after, before.length + msg.length);
+    assert.equal(lineOf(buf, before.length, before.length + msg.length), lineOf(msg));
+  }), { numRuns: 2000 });
+});
+
 // ---- framing --------------------------------------------------------------------------------
 
 function frameAll(chunks: Uint8Array[], max = 65536): { msgs: string[]; framer: SyslogFramer } {
   const framer = new SyslogFramer(max);
   const out: Uint8Array[] = [];
-  for (const c of chunks) framer.push(c, out);
-  framer.flush(out);
+  for (const c of chunks) framer.push(c, into(out));
+  framer.flush(into(out));
   return { msgs: out.map(dec), framer };
 }
 
@@ -154,14 +235,22 @@ test("framer: arbitrary bytes never throw, and chunking never changes the result
     let total = 0;
     const framer = new SyslogFramer(max);
     const raw: Uint8Array[] = [];
-    for (const c of split(bytes, cuts)) framer.push(c, raw);
-    framer.flush(raw);
+    for (const c of split(bytes, cuts)) framer.push(c, into(raw));
+    framer.flush(into(raw));
     for (const m of raw) {
       assert.ok(m.length <= max);
       total += m.length;
     }
     assert.ok(total <= bytes.length);
   }), { numRuns: 1000 });
+});
+
+test("framer: trailing LF, CR and NUL of an octet-counted message are not part of it", () => {
+  const frames = ["<13>1 - h a - - - one\n", "<13>1 - h a - - - two\r\n", "<13>1 - h a - - - three\0", "\n", "<13>1 - h a - - - four"];
+  const stream = enc(frames.map((f) => `${enc(f).length} ${f}`).join(""));
+  const { msgs } = frameAll(split(stream, [7, 30, 31, 55]));
+  assert.deepEqual(msgs, ["<13>1 - h a - - - one", "<13>1 - h a - - - two", "<13>1 - h a - - - three", "<13>1 - h a - - - four"]);
+  assert.equal(parseSyslog(msgs[0]!, ctx).message, "one");
 });
 
 test("framer: oversize messages are cut to max_message_bytes and counted", () => {
@@ -226,7 +315,8 @@ test("input: random bytes do not crash it; it keeps serving afterwards", async (
   });
 });
 
-test("input: a full spool pauses TCP reading, and nothing is lost once it drains", async () => {
+for (const [bound, limits] of [["events", DEFAULT_LIMITS], ["bytes", { ...DEFAULT_LIMITS, tcpPauseEvents: 1_000_000, tcpPauseBytes: 64 << 10 }]] as const) {
+  test(`input: a full spool pauses TCP reading (bound by ${bound}), and nothing is lost once it drains`, async () => {
   await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
     const n = 30_000;
     const body: string[] = [];
@@ -241,9 +331,11 @@ test("input: a full spool pauses TCP reading, and nothing is lost once it drains
     await sent;
     assert.equal(evs.length, n);
     evs.forEach((e, i) => assert.equal(e.message, `message number ${i}`));
-    assert.equal(t.counters.detail.tcp_paused, false);
-  }, { spoolBytes: 256 << 10 });
-});
+    // The last batch can be read back from the spool a moment before its write resolves.
+    await until(() => t.counters.detail.tcp_paused === false, "TCP reading to resume", 3000);
+  }, { spoolBytes: 256 << 10, limits });
+  });
+}
 
 test("input: a full spool drops UDP datagrams and counts them", async () => {
   await withInput({ listen: ["udp://127.0.0.1:0"] }, async (t) => {
@@ -269,7 +361,7 @@ test("input: a full spool drops UDP datagrams and counts them", async () => {
     while (!evs.some((e) => e.message === "after the drain")) evs = await t.events(Math.max(before, evs.length) + 1);
     udp.close();
     assert.ok(evs.length + (t.counters.detail.udp_dropped as number) <= n + 1);
-  }, { spoolBytes: 128 << 10, limits: { tcpPauseEvents: 100, udpDropEvents: 200 } });
+  }, { spoolBytes: 128 << 10, limits: { ...DEFAULT_LIMITS, tcpPauseEvents: 100, udpDropEvents: 200 } });
 });
 
 test("input: max_connections refuses extra connections; idle connections are closed", async () => {
@@ -354,6 +446,8 @@ test("loggen: 20,000 RFC 5424 octet-counted over TCP, 5,000 RFC 3164 LF over TCP
       assert.equal(e.source_ip, "127.0.0.1");
     }
     for (const e of r5424) assert.deepEqual(e.structured_data?.["origin@32473"], { ip: "192.0.2.1", software: "loggen" });
+    // loggen ends each octet-counted frame with a newline, which is not part of the message.
+    for (const e of evs) assert.doesNotMatch(e.message!, /[\r\n\0]$/);
     // every sequence number of the 5424 run arrived once
     const seqs = new Set(r5424.map((e) => /seq: (\d+)/.exec(e.message!)![1]));
     assert.equal(seqs.size, 20_000);

@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect as tcpConnect } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
-import plugin, { runSyslog } from "./index.ts";
+import plugin, { DEFAULT_LIMITS, runSyslog } from "./index.ts";
 import { TLS_PAUSE_STOPS_READING } from "./tls.ts";
 import { LOGGEN, loggen, split, withInput } from "./input-harness.ts";
 import { OPENSSL, makeTestCerts, type TestCerts } from "./test-certs.ts";
@@ -251,7 +251,7 @@ describe("syslog over TLS", () => {
       const evs = await t.events(n);
       assert.deepEqual(await sent, { error: null });
       evs.forEach((e, i) => assert.equal(e.message, `${i} ${pad}`));
-    }, { spoolBytes: 256 << 10, limits: { tcpPauseEvents: 100, udpDropEvents: 200 } });
+    }, { spoolBytes: 256 << 10, limits: { ...DEFAULT_LIMITS, tcpPauseEvents: 100, udpDropEvents: 200 } });
   });
 
   test("options: tls:// needs tls_cert and tls_key (a config error naming the key)", () => {
