@@ -124,6 +124,8 @@ type Outcome =
 
 /** Bytes read from the spool per call: enough for several full batches, little memory. */
 const READ_BYTES = 2 * 1024 * 1024;
+/** Upload body buffers are reused; one this large or larger is not kept (a rare huge batch). */
+const KEEP_BODY_BYTES = 4 * 1024 * 1024;
 const ERROR_BODY_CHARS = 200;
 const DEAD_LETTER_ANSWER_CHARS = 64 * 1024;
 /** Retry-After beyond this is treated as this (a broken header must not stall for days). */
@@ -142,6 +144,8 @@ export class Forwarder {
   private ready: Batch[] = [];
   private readonly held = new Map<number, Held>();
   private readonly uploads = new Set<Promise<void>>();
+  /** Body buffers not lent to an upload right now (at most one per upload slot). */
+  private readonly bodyBuffers: Uint8Array<ArrayBuffer>[] = [];
 
   private running = false;
   private stopping = false;
@@ -466,11 +470,36 @@ export class Forwarder {
   private async post(batch: Batch): Promise<Outcome> {
     const api = this.api;
     const url = this.endpoint(api);
+    const m = batch.meta;
+    // The multipart head and tail: about 600 bytes of fixed text plus the UTF-8 of the metadata.
+    const frame = 1024 + 3 * (m.input.length + m.name.length + m.orgid.length + m.typetag.length + m.timezone.length);
+    const buffer = this.bodyBuffer(batch.bytes + frame);
     const { body, contentType } = buildUploadBody(
       batch.meta,
       batch.kind,
       batch.pieces.map((p) => p.payload),
+      undefined,
+      buffer,
     );
+    try {
+      return await this.send(api, url, body, contentType);
+    } finally {
+      // Returned only once fetch is done with the body, whether or not it copied it.
+      if (buffer.byteLength < KEEP_BODY_BYTES && this.bodyBuffers.length < Math.max(1, this.api.concurrency)) {
+        this.bodyBuffers.push(buffer);
+      }
+    }
+  }
+
+  /** A buffer of at least `bytes` (a typical body with its multipart head and tail): a kept one if it is large enough. */
+  private bodyBuffer(bytes: number): Uint8Array<ArrayBuffer> {
+    const i = this.bodyBuffers.findIndex((b) => b.byteLength >= bytes);
+    if (i !== -1) return this.bodyBuffers.splice(i, 1)[0]!;
+    // Room to grow a little: batches of one route vary in bytes from upload to upload.
+    return new Uint8Array(Math.max(64 * 1024, bytes + (bytes >> 3)));
+  }
+
+  private async send(api: ApiOptions, url: string, body: Uint8Array<ArrayBuffer>, contentType: string): Promise<Outcome> {
     const init: RequestInit & { tls?: unknown } = {
       method: "POST",
       // Following a redirect would turn the POST into a GET (301/302) and get the data

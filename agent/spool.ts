@@ -48,7 +48,10 @@ export interface SpoolRecord {
   kind: "text" | "json";
   /** Number of events. */
   count: number;
-  /** The events, each ending in "\n". */
+  /**
+   * The events, each ending in "\n". A view of a read buffer that is reused once the record
+   * is acked or released: copy it to keep it longer.
+   */
   payload: Uint8Array;
   /** ms since epoch when appended. */
   appendedAt: number;
@@ -87,6 +90,9 @@ const RECOVERY_CHUNK = 1 << 20;
 const MIN_READ_CHUNK = 256 << 10;
 const SCRATCH_INITIAL_BYTES = 256 << 10;
 const SCRATCH_KEEP_BYTES = 8 << 20;
+/** Read buffers kept for reuse: at most this many, each at most WINDOW_KEEP_BYTES. */
+const WINDOW_POOL_SIZE = 8;
+const WINDOW_KEEP_BYTES = 4 << 20;
 
 // probe() results that are not a record length
 const SHORT = -1; // not enough bytes left for a header, or a plausible header whose record runs past the end
@@ -130,6 +136,52 @@ function unlinkIfExists(file: string): void {
   }
 }
 
+/**
+ * A read buffer and the records handed out of it. Payloads are views of it, so it is reused
+ * only once it no longer backs a segment's window and every record read from it was acked or
+ * released: reading a backlog at hundreds of MB/s would otherwise leave a buffer of garbage
+ * per refill for the collector to free late.
+ */
+interface ReadWindow {
+  buf: Uint8Array;
+  /** Records handed out of this buffer, not yet acked or released. */
+  refs: number;
+  /** Still some segment's window (more records may be handed out of it). */
+  current: boolean;
+}
+
+/** Read buffers no longer in use, for the next window. */
+class WindowPool {
+  private free: Uint8Array[] = [];
+
+  take(bytes: number): ReadWindow {
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) {
+      const len = this.free[i]!.length;
+      if (len >= bytes && (best === -1 || len < this.free[best]!.length)) best = i;
+    }
+    const buf = best === -1 ? Buffer.allocUnsafeSlow(bytes) : this.free.splice(best, 1)[0]!;
+    return { buf, refs: 0, current: true };
+  }
+
+  /** A window is done with once it is neither current nor backing a handed-out record. */
+  settle(w: ReadWindow): void {
+    if (w.current || w.refs > 0 || w.buf.length > WINDOW_KEEP_BYTES) return;
+    if (this.free.length >= WINDOW_POOL_SIZE) {
+      // Keep the larger buffers: they serve any refill.
+      let smallest = 0;
+      for (let i = 1; i < this.free.length; i++) if (this.free[i]!.length < this.free[smallest]!.length) smallest = i;
+      if (this.free[smallest]!.length >= w.buf.length) return;
+      this.free.splice(smallest, 1);
+    }
+    this.free.push(w.buf);
+  }
+
+  clear(): void {
+    this.free = [];
+  }
+}
+
 /** One segment file and what the spool knows about it. */
 class Segment {
   readonly file: string;
@@ -156,14 +208,15 @@ class Segment {
   syncing = 0;
   closeWanted = false;
 
-  // Read window: a private buffer holding file bytes [winStart, winStart + winLen). Each refill
-  // allocates a new buffer, so payload views handed out earlier stay valid.
+  // Read window: file bytes [winStart, winStart + winLen) in a buffer from the pool. A refill
+  // takes another buffer, so payload views handed out earlier stay valid until acked.
+  win: ReadWindow | null = null;
   winBuf: Uint8Array | null = null;
   winView: DataView | null = null;
   winStart = 0;
   winLen = 0;
 
-  constructor(readonly id: number, dir: string) {
+  constructor(readonly id: number, dir: string, private readonly pool: WindowPool) {
     this.file = path.join(dir, segmentFileName(id));
     this.ackFile = path.join(dir, ackFileName(id));
   }
@@ -180,8 +233,7 @@ class Segment {
 
   /** Close the data fd now, or once it is fsynced and no fsync is in flight on it. */
   releaseFd(): void {
-    this.winBuf = null;
-    this.winView = null;
+    this.dropWindow();
     if (this.fd === null) return;
     if (this.syncing > 0 || this.needsSync) {
       this.closeWanted = true;
@@ -216,7 +268,9 @@ class Segment {
     if (pos + len > this.size) return false;
     if (this.winBuf !== null && pos >= this.winStart && pos + len <= this.winStart + this.winLen) return true;
     const want = Math.max(len, Math.min(chunk, this.size - pos));
-    const buf = Buffer.allocUnsafeSlow(want);
+    this.dropWindow();
+    const win = this.pool.take(want);
+    const buf = win.buf.length === want ? win.buf : win.buf.subarray(0, want);
     const fd = this.openFd();
     let got = 0;
     while (got < want) {
@@ -224,6 +278,7 @@ class Segment {
       if (n <= 0) break;
       got += n;
     }
+    this.win = win;
     this.winBuf = buf;
     this.winView = new DataView(buf.buffer, buf.byteOffset, got);
     this.winStart = pos;
@@ -234,6 +289,17 @@ class Segment {
       return false;
     }
     return true;
+  }
+
+  /** This segment no longer reads from its window's buffer: the pool may have it once no record needs it. */
+  dropWindow(): void {
+    const w = this.win;
+    this.win = null;
+    this.winBuf = null;
+    this.winView = null;
+    if (w === null) return;
+    w.current = false;
+    this.pool.settle(w);
   }
 
   /** Length of the valid record at pos (window left covering it), or SHORT / BAD. */
@@ -273,6 +339,8 @@ class Segment {
 /** A record handed out by read() and not yet acked. */
 interface InFlight {
   seg: Segment;
+  /** The buffer its payload was handed out in (null once released). */
+  win: ReadWindow | null;
   offset: number;
   total: number;
   count: number;
@@ -322,6 +390,7 @@ export class Spool {
   private readChunk = MIN_READ_CHUNK;
   private nextId = 1;
   private inFlight = new Map<number, InFlight>();
+  private readonly pool = new WindowPool();
   /** Handed out then released: read() returns these first, oldest first. */
   private released: InFlight[] = [];
   private dataWaiters: Array<() => void> = [];
@@ -388,7 +457,7 @@ export class Spool {
     let records = 0;
     let skippedBytes = 0;
     for (const id of segIds) {
-      const seg = new Segment(id, this.dir);
+      const seg = new Segment(id, this.dir, this.pool);
       skippedBytes += this.recoverSegment(seg);
       if (seg.liveRecords === 0) {
         this.removeSegmentFiles(seg, false);
@@ -469,7 +538,7 @@ export class Spool {
   // ---------------------------------------------------------------- segments
 
   private startSegment(): void {
-    const seg = new Segment(this.nextSegmentId++, this.dir);
+    const seg = new Segment(this.nextSegmentId++, this.dir, this.pool);
     // "wx+": a fresh file, never appended after whatever an earlier run left behind.
     seg.fd = fs.openSync(seg.file, "wx+");
     seg.active = true;
@@ -892,7 +961,9 @@ export class Spool {
     const count = view.getUint32(o + 20, true);
     const appendedAt = view.getFloat64(o + 12, true);
     const id = this.nextId++;
-    this.inFlight.set(id, { seg, offset, total, count, appendedAt });
+    const win = seg.win!;
+    win.refs++;
+    this.inFlight.set(id, { seg, win, offset, total, count, appendedAt });
     return {
       id,
       route: decoder.decode(buf.subarray(o + HEADER_BYTES, o + HEADER_BYTES + routeLen)),
@@ -975,6 +1046,7 @@ export class Spool {
     const r = this.inFlight.get(id);
     if (r === undefined) return;
     this.inFlight.delete(id);
+    this.unref(r);
     const seg = r.seg;
     if (seg.deleted) return;
     seg.liveRecords--;
@@ -993,6 +1065,15 @@ export class Spool {
       }
     }
     if (this.appendQueue.length > 0) this.pumpQueue();
+  }
+
+  /** The record's payload is no longer used by whoever read it. */
+  private unref(r: InFlight): void {
+    const w = r.win;
+    if (w === null) return;
+    r.win = null;
+    w.refs--;
+    this.pool.settle(w);
   }
 
   private flushAcks(): void {
@@ -1024,6 +1105,7 @@ export class Spool {
       const r = this.inFlight.get(id);
       if (r === undefined) continue;
       this.inFlight.delete(id);
+      this.unref(r);
       if (r.seg.deleted) continue;
       this.released.push(r);
       any = true;
@@ -1083,6 +1165,7 @@ export class Spool {
       await Promise.all([...this.unlinking]);
       this.inFlight.clear();
       this.released = [];
+      this.pool.clear();
     }
   }
 }

@@ -1,6 +1,8 @@
 // The multipart/form-data body of one upload to the Cybex-P API (POST {url}/raw): parts
 // `file`, `name`, `orgid`, `typetag`, `timezone`, built as one buffer so the payload is
-// copied exactly once (from the spool records into the body).
+// copied exactly once (from the spool records into the body). The caller may lend a buffer
+// to build it in: at hundreds of MB/s a fresh body per upload is garbage the collector frees
+// late, which shows up as peak RSS.
 import type { EventKind } from "./plugin.ts";
 
 /** What a route carries besides the events: where the upload comes from and how to tag it. */
@@ -61,13 +63,16 @@ function tail(boundary: string): string {
 
 /**
  * Build the upload body. `chunks` (record payloads: events each ending in "\n") are
- * concatenated in order into the file part. `makeBoundary` exists for tests.
+ * concatenated in order into the file part. `makeBoundary` exists for tests. With `into`
+ * large enough, the body is a view of it (the caller must not reuse `into` while the body
+ * is in use); otherwise a new buffer.
  */
 export function buildUploadBody(
   meta: RouteMeta,
   kind: EventKind,
   chunks: readonly Uint8Array[],
   makeBoundary: () => string = randomBoundary,
+  into?: Uint8Array<ArrayBuffer>,
 ): UploadBody {
   const filename = fileNameFor(meta.input, kind);
   let payloadLength = 0;
@@ -80,7 +85,8 @@ export function buildUploadBody(
     // Text values go before the file part, so a boundary inside them would be seen first.
     if (Object.values(meta).some((v) => v.includes(boundary))) continue;
 
-    const body = new Uint8Array(headBytes.byteLength + payloadLength + tailBytes.byteLength);
+    const length = headBytes.byteLength + payloadLength + tailBytes.byteLength;
+    const body = into && into.byteLength >= length ? into.subarray(0, length) : new Uint8Array(length);
     body.set(headBytes, 0);
     let at = headBytes.byteLength;
     for (const c of chunks) {

@@ -153,6 +153,34 @@ describe("spool append/read/ack", () => {
     assert.equal(spool.stats().events, 0);
   });
 
+  it("a payload stays intact until its record is acked or released, while later reads reuse read buffers", async () => {
+    const spool = await openSpool(tmpDir());
+    // 10 KB records: many read-buffer refills (at least 256 KiB each) over 2 MB.
+    const body = (i: number) => `record ${i} `.padEnd(10_000, String.fromCharCode(97 + (i % 26)));
+    for (let i = 0; i < 200; i++) await spool.append("r", "text", [body(i)]);
+    const held: SpoolRecord[] = [];
+    const releasedIds: number[] = [];
+    const releasedIdx: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const [r] = spool.read(1);
+      assert.ok(r, `record ${i} read`);
+      assert.equal(text(r), body(i) + "\n", `record ${i} as read`);
+      // Every 7th record is held to the end, every 11th released (read again below), the rest acked at once.
+      if (i % 7 === 0) held.push(r);
+      else if (i % 11 === 0) {
+        releasedIds.push(r.id);
+        releasedIdx.push(i);
+      }
+      else spool.ack(r.id);
+    }
+    for (const r of held) assert.equal(text(r), body(Number(text(r).split(" ")[1])) + "\n");
+    assert.deepEqual(held.map((r) => text(r).split(" ")[1]), Array.from({ length: 29 }, (_, k) => String(k * 7)));
+    spool.release(releasedIds);
+    const again = drain(spool, false);
+    assert.deepEqual(again.map((r) => text(r)), releasedIdx.map((i) => body(i) + "\n"));
+    for (const r of held) assert.equal(text(r), body(Number(text(r).split(" ")[1])) + "\n", "held payloads survive the re-reads");
+  });
+
   it("waitForData resolves on append and on abort", async () => {
     const spool = await openSpool(tmpDir());
     let woke = false;
