@@ -14,6 +14,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, sleep } from "./helpers/backoff.ts";
+import { replaceSecrets, TLS_WARNING } from "./helpers/redact.ts";
 import { errorMessage } from "./log.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import type { Spool, SpoolRecord } from "./spool.ts";
@@ -544,10 +545,7 @@ export class Forwarder {
 
   /** Never the token, whatever the server or the network layer put in it; one line unless told. */
   private clean(message: string, api: ApiOptions, oneLine = true): string {
-    let s = oneLine ? message.replace(/\s+/g, " ").trim() : message;
-    // A token of a few characters protects nothing and would garble every message.
-    if (api.token && api.token.length >= 4) s = s.split(api.token).join("***");
-    return s;
+    return replaceSecrets(oneLine ? message.replace(/\s+/g, " ").trim() : message, [api.token]);
   }
 
   private delivered(batch: Batch): void {
@@ -696,9 +694,7 @@ export class Forwarder {
   private checkTls(): void {
     if (this.api.tlsVerify || this.warnedTls || (globalThis as any).Bun) return;
     this.warnedTls = true;
-    this.log.warn(
-      "tls_verify = false cannot be applied by this runtime's fetch; certificates are still verified unless the process runs with --unsafely-ignore-certificate-errors",
-    );
+    this.log.warn(TLS_WARNING);
   }
 }
 

@@ -30,6 +30,7 @@
 //   (Bun's ca replaces the default roots); under Deno `caFile` becomes a
 //   Deno.createHttpClient({ caCerts }) (added to the default roots) and tls_verify = false
 //   cannot be applied per request: a warning says so once, as the forwarder does.
+import { replaceSecrets, TLS_WARNING } from "./redact.ts";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "../plugin.ts";
 import { VERSION } from "../version.ts";
@@ -132,8 +133,6 @@ export class HttpError extends Error {
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const EXCERPT_BYTES = 4096;
 const EXCERPT_CHARS = 200;
-const TLS_WARNING =
-  "tls_verify = false cannot be applied by this runtime's fetch; certificates are still verified unless the process runs with --unsafely-ignore-certificate-errors";
 
 export class HttpClient {
   readonly timeoutMs: number;
@@ -578,15 +577,7 @@ const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+/gi;
  * replaced (they would garble the message and protect nothing).
  */
 export function redactText(text: string, secrets: Iterable<string | undefined | null> = []): string {
-  let s = text;
-  const list = [...new Set([...secrets].filter((x): x is string => typeof x === "string" && x.length >= 4))];
-  list.sort((a, b) => b.length - a.length);
-  for (const secret of list) {
-    s = s.split(secret).join("***");
-    const encoded = encodeURIComponent(secret);
-    if (encoded !== secret) s = s.split(encoded).join("***");
-  }
-  s = s.replace(URL_IN_TEXT, (m) => redactUrl(m));
+  const s = replaceSecrets(text, secrets).replace(URL_IN_TEXT, (m) => redactUrl(m));
   return s.replace(/\s+/g, " ").trim();
 }
 
