@@ -591,8 +591,8 @@ class Bzip2Decoder {
     const laneRow = this.laneRow, laneW = this.laneW, laneEnd = this.laneEnd;
     const lanePage = this.lanePage, laneSeg = this.laneSeg;
     let nextPage = 0, nextSeg = 0;
-    let active = Math.min(LANES, nSeg);
-    for (let l = 0; l < active; l++) {
+    // Lane l takes the next segment, on a fresh page (once per segment, not per byte).
+    const startLane = (l: number): void => {
       const seg = nextSeg++, page = nextPage++, e = segEntry[seg];
       pageNext[page] = -1;
       segPage[seg] = page;
@@ -602,7 +602,9 @@ class Bzip2Decoder {
       laneW[l] = page * PAGE + 1;
       laneEnd[l] = page * PAGE + PAGE;
       laneRow[l] = e >>> 8;
-    }
+    };
+    let active = Math.min(LANES, nSeg);
+    for (let l = 0; l < active; l++) startLane(l);
     while (active > 0) {
       for (let l = 0; l < active; l++) {
         const e = tt[laneRow[l]];
@@ -627,15 +629,7 @@ class Bzip2Decoder {
         segEnd[laneSeg[l]] = w;
         segNext[laneSeg[l]] = ~e;
         if (nextSeg < nSeg) {
-          const seg = nextSeg++, page = nextPage++, e0 = segEntry[seg];
-          pageNext[page] = -1;
-          segPage[seg] = page;
-          scratch[page * PAGE] = e0;
-          laneSeg[l] = seg;
-          lanePage[l] = page;
-          laneW[l] = page * PAGE + 1;
-          laneEnd[l] = page * PAGE + PAGE;
-          laneRow[l] = e0 >>> 8;
+          startLane(l);
         } else {
           active--;
           laneRow[l] = laneRow[active];
