@@ -7,7 +7,7 @@ import { dirname, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
 import type { InputPlugin } from "./plugin.ts";
-import { duration, size } from "./units.ts";
+import { duration, parseSize, size } from "./units.ts";
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -59,6 +59,16 @@ export const coreSchema = z
     spool: z
       .object({
         max_bytes: size().prefault("1GiB").describe("Bound on spooled, undelivered data"),
+        min_free: z
+          .union([z.number(), z.string()])
+          .default("5%")
+          .transform((v, ctx) => {
+            const parsed = parseMinFree(v);
+            if (parsed) return parsed;
+            ctx.addIssue({ code: "custom", message: `expected a size like "512MiB" or a percentage like "5%", got ${JSON.stringify(v)}` });
+            return z.NEVER;
+          })
+          .describe('Free space kept on the data_dir\'s filesystem: a size, or a percentage of the filesystem (a percentage is capped at 1GiB); below it the spool is full'),
         when_full: z.enum(["block", "drop_oldest"]).default("block").describe("block pauses inputs; drop_oldest discards the oldest events"),
         fsync: z
           .string()
@@ -74,9 +84,33 @@ export const coreSchema = z
       })
       .strict()
       .prefault({}),
+    dead_letter: z
+      .object({
+        max_bytes: size().prefault("256MiB").describe("Bound on the dead-letter folder; the oldest files are removed beyond it (counted)"),
+      })
+      .strict()
+      .prefault({}),
     inputs: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
   })
   .strict();
+
+/** Free space to keep: a fixed number of bytes, or a fraction of the filesystem's size. */
+export type MinFree = { bytes: number } | { percent: number; capBytes: number };
+
+/** A percentage is capped: 5% of a 20 TB volume is more than any spool needs kept free. */
+export const MIN_FREE_PERCENT_CAP = 1024 ** 3;
+
+export function parseMinFree(v: string | number): MinFree | undefined {
+  if (typeof v === "string") {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v);
+    if (m) {
+      const percent = Number(m[1]);
+      return percent < 100 ? { percent, capBytes: MIN_FREE_PERCENT_CAP } : undefined;
+    }
+  }
+  const bytes = parseSize(v);
+  return bytes === undefined ? undefined : { bytes };
+}
 
 /** Keys every input has, whatever its type. */
 export const commonInputSchema = z.object({
@@ -148,7 +182,8 @@ export interface AgentConfig {
     tlsVerify: boolean;
     batch: BatchLimits;
   };
-  spool: { maxBytes: number; whenFull: "block" | "drop_oldest"; fsync: "always" | "never" | number };
+  spool: { maxBytes: number; minFree: MinFree; whenFull: "block" | "drop_oldest"; fsync: "always" | "never" | number };
+  deadLetter: { maxBytes: number };
   inputs: Map<string, InputConfig>;
 }
 
@@ -275,7 +310,8 @@ export function parseConfig(
       tlsVerify: c.api.tls_verify,
       batch: apiBatch,
     },
-    spool: { maxBytes: c.spool.max_bytes, whenFull: c.spool.when_full, fsync: c.spool.fsync },
+    spool: { maxBytes: c.spool.max_bytes, minFree: c.spool.min_free, whenFull: c.spool.when_full, fsync: c.spool.fsync },
+    deadLetter: { maxBytes: c.dead_letter.max_bytes },
     inputs,
   };
 }

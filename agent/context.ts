@@ -1,6 +1,8 @@
 // Builds the InputContext a plugin runs against, on top of the spool and the state store.
 // The context also keeps the input's counters, so status and metrics see what each input did.
-import type { EmitOptions, EventKind, InputContext, Logger } from "./plugin.ts";
+import type { z } from "zod";
+import { formatPath } from "./config.ts";
+import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger } from "./plugin.ts";
 import type { Spool } from "./spool.ts";
 import type { StateStore } from "./state.ts";
 import { errorMessage } from "./log.ts";
@@ -31,6 +33,8 @@ export interface ContextOptions {
   maxEventsPerRecord?: number;
   maxBytesPerRecord?: number;
   counters?: InputCounters;
+  /** The plugin's state schema: loadState() checks the saved file against it. */
+  stateSchema?: z.ZodType;
 }
 
 export type CoreInputContext<S = unknown> = InputContext<S> & {
@@ -68,7 +72,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     emitText: (lines, opts) => emit("text", lines, opts),
     emitJson: (objects, opts) => emit("json", objects.map((x) => JSON.stringify(x)), opts),
     emitJsonLines: (lines, opts) => emit("json", lines, opts),
-    loadState: () => o.state.load<S>(o.name),
+    loadState: () => loadCheckedState<S>(o),
     checkpoint(state: S): Promise<void> {
       const durable = o.spool.whenDurable();
       const next = lastCheckpoint.then(async () => {
@@ -91,4 +95,26 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       counters.detail = { ...counters.detail, ...detail };
     },
   };
+}
+
+/**
+ * The saved state, checked against the plugin's schema. A file of the wrong shape is fatal for
+ * the input: quietly starting over would send everything again.
+ */
+async function loadCheckedState<S>(o: ContextOptions): Promise<S | undefined> {
+  let saved: unknown;
+  try {
+    saved = await o.state.load(o.name);
+  } catch (err) {
+    throw new FatalInputError(errorMessage(err));
+  }
+  if (saved === undefined || o.stateSchema === undefined) return saved as S | undefined;
+  const checked = o.stateSchema.safeParse(saved);
+  if (checked.success) return checked.data as S;
+  const issue = checked.error.issues[0]!;
+  const where = issue.path.length > 0 ? `${formatPath(issue.path)}: ` : "";
+  throw new FatalInputError(
+    `state file ${o.state.fileFor(o.name)} does not match this input's state (${where}${issue.message.replace(/^Invalid input: /, "")}); ` +
+      `stop the input and delete the file to start it afresh`,
+  );
 }

@@ -38,7 +38,10 @@ export interface InputContext<State = unknown> {
    * input has validated) to the spool, without another stringify.
    */
   emitJsonLines(lines: string[], opts?: EmitOptions): Promise<void>;
-  /** The input's saved state, or undefined on first run. */
+  /**
+   * The input's saved state, or undefined on first run. Throws a FatalInputError when the
+   * file does not match the plugin's `state` schema (the input is failed, not restarted).
+   */
   loadState(): Promise<State | undefined>;
   /**
    * Save `state` as soon as every event emitted before this call is durable in the spool.
@@ -64,6 +67,13 @@ export interface InputPlugin<Schema extends z.ZodType = z.ZodType> {
   description: string;
   /** Options of this input type (beyond the common keys type/typetag/name/orgid/timezone/enabled/batch). */
   options: Schema;
+  /**
+   * The shape of the state this input saves with checkpoint(). loadState() checks the saved
+   * file against it: a file of another shape (hand-edited, from another version, damaged)
+   * fails the input with an error naming the file and the key, instead of the input quietly
+   * starting over and sending everything again. Required for an input that calls checkpoint().
+   */
+  state?: z.ZodType;
   create(options: z.infer<Schema>, ctx: InputContext<any>): Input;
 }
 

@@ -112,6 +112,7 @@ class RunningInput {
         maxEventsPerRecord: config.batch.maxEvents,
         maxBytesPerRecord: config.batch.maxBytes,
         counters: this.counters,
+        stateSchema: plugin.state,
       });
       const startedAt = Date.now();
       let failure: unknown;

@@ -106,7 +106,7 @@ export class InputTestEnv {
     let finished = 0;
     let ctx!: CoreInputContext;
     const { stop, done } = runInput((signal) => {
-      ctx = createInputContext({ name: this.name, spool: this.spool, state: new StateStore(join(this.dir, "state")), route: this.name, log, signal, hostname: "test" });
+      ctx = createInputContext({ name: this.name, spool: this.spool, state: new StateStore(join(this.dir, "state")), route: this.name, log, signal, hostname: "test", stateSchema: this.plugin.state });
       const setDetail = ctx.setDetail;
       ctx.setDetail = (d) => {
         setDetail(d);
