@@ -15,6 +15,7 @@ import { serve, type Served } from "./serve.ts";
 import { Spool } from "./spool.ts";
 import { StateStore } from "./state.ts";
 import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.ts";
+import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
 export interface RunOptions {
@@ -55,6 +56,7 @@ export class Agent implements ControlApi {
     const spool = await Spool.open({
       dir: join(dataDir, "spool"),
       maxBytes: config.spool.maxBytes,
+      minFree: config.spool.minFree,
       whenFull: config.spool.whenFull,
       fsync: config.spool.fsync,
       log: log.child({ component: "spool" }),
@@ -66,6 +68,7 @@ export class Agent implements ControlApi {
       api: apiOptions(config),
       batchFor: (meta: RouteMeta) => (agent?.supervisor.config(meta.input)?.batch ?? agent?.config.api.batch ?? config.api.batch),
       deadLetterDir: join(dataDir, "dead-letter"),
+      deadLetterMaxBytes: config.deadLetter.maxBytes,
       log: log.child({ component: "forwarder" }),
     });
     const supervisor = new Supervisor({
@@ -119,7 +122,10 @@ export class Agent implements ControlApi {
     for (const i of this.supervisor.status())
       if (i.state === "failed" || i.state === "backoff") problems.push(`input ${i.name} ${i.state}${i.last_error ? `: ${i.last_error}` : ""}`);
     const sp = this.spool.stats();
-    if (sp.blocked) problems.push("spool full: inputs are paused");
+    if (sp.full === "min_free")
+      problems.push(`spool full: free space on the data_dir's filesystem (${formatBytes(sp.free_bytes ?? 0)}) is below spool.min_free (${formatBytes(sp.min_free_bytes)}); inputs are paused`);
+    else if (sp.full === "max_bytes")
+      problems.push(`spool full: spool.max_bytes (${formatBytes(sp.max_bytes)}) reached; inputs are paused`);
     return { problems };
   }
 
@@ -163,7 +169,8 @@ export class Agent implements ControlApi {
     if (next.agent.dataDir !== this.config.agent.dataDir) warnings.push("agent.data_dir");
     const a = next.control.listen, b = this.config.control.listen;
     if (a.host !== b.host || a.port !== b.port) warnings.push("control.listen");
-    if (next.spool.maxBytes !== this.config.spool.maxBytes || next.spool.whenFull !== this.config.spool.whenFull || next.spool.fsync !== this.config.spool.fsync)
+    if (next.spool.maxBytes !== this.config.spool.maxBytes || next.spool.whenFull !== this.config.spool.whenFull || next.spool.fsync !== this.config.spool.fsync ||
+        JSON.stringify(next.spool.minFree) !== JSON.stringify(this.config.spool.minFree))
       warnings.push("spool");
     if (warnings.length) this.log.warn("these settings take effect only after a restart of the agent", { keys: warnings });
     this.config = { ...next, agent: { ...next.agent, dataDir: this.config.agent.dataDir }, control: { ...next.control, listen: b } };
@@ -177,6 +184,7 @@ export class Agent implements ControlApi {
   async submit(name: string, body: Uint8Array, contentType: string | null): Promise<{ accepted: number }> {
     const config = this.supervisor.config(name);
     if (!config) throw new UnknownInputError(name);
+    if (this.stopping) throw new InputError("the agent is stopping; submit again once it runs", 503, 5);
     if (config.type !== "manual") throw new InputError(`input "${name}" is of type ${config.type}; only manual inputs accept events`, 400);
     const input = this.supervisor.instance(name);
     if (!input?.submit) throw new InputError(`input "${name}" is not running`, 409);

@@ -3,6 +3,7 @@
 import type { z } from "zod";
 import { formatPath } from "./config.ts";
 import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger } from "./plugin.ts";
+import { isNoSpace } from "./fserrors.ts";
 import type { Spool } from "./spool.ts";
 import type { StateStore } from "./state.ts";
 import { errorMessage } from "./log.ts";
@@ -47,6 +48,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
   const counters = o.counters ?? newCounters();
   // Checkpoints are chained so a later state never lands before an earlier one.
   let lastCheckpoint: Promise<void> = Promise.resolve();
+  let checkpoints = 0;
 
   async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
     if (lines.length === 0) return;
@@ -54,6 +56,8 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       maxEventsPerRecord: o.maxEventsPerRecord,
       maxBytesPerRecord: o.maxBytesPerRecord,
       sync: opts?.sync,
+      // A stopping input must not wait for room: its checkpoint then matches what the spool holds.
+      signal: opts?.signal ? AbortSignal.any([o.signal, opts.signal]) : o.signal,
     });
     let bytes = 0;
     for (const l of lines) bytes += l.length + 1;
@@ -75,9 +79,10 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     loadState: () => loadCheckedState<S>(o),
     checkpoint(state: S): Promise<void> {
       const durable = o.spool.whenDurable();
+      const seq = ++checkpoints;
       const next = lastCheckpoint.then(async () => {
         await durable;
-        await o.state.save(o.name, state);
+        await saveUntilStored(o, state, () => seq < checkpoints, counters);
       });
       // A failed save is reported but must not wedge every later checkpoint.
       lastCheckpoint = next.catch((err) => {
@@ -95,6 +100,39 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       counters.detail = { ...counters.detail, ...detail };
     },
   };
+}
+
+/** How long a stopped input's last checkpoint keeps waiting for disk space. */
+const STOPPED_SAVE_PATIENCE_MS = 3000;
+const NO_SPACE_RETRY_MS = 500;
+
+/**
+ * Save the state, waiting out a full disk: a checkpoint that is not saved means the input
+ * reads again what the spool already holds (duplicates), so it is retried until it is stored,
+ * superseded by a later checkpoint (which saves a later state), or the input has been stopped
+ * for a while (the agent is shutting down and cannot wait for ever).
+ */
+async function saveUntilStored(o: ContextOptions, state: unknown, superseded: () => boolean, counters: InputCounters): Promise<void> {
+  let stoppedAt = 0;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await o.state.save(o.name, state);
+      if (attempt > 0) o.log.info("input state saved after the disk had room again", { attempts: attempt + 1 });
+      return;
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      if (o.signal.aborted) stoppedAt ||= Date.now();
+      if (stoppedAt && Date.now() - stoppedAt > STOPPED_SAVE_PATIENCE_MS) throw err;
+      if (attempt === 0) {
+        counters.errors++;
+        counters.last_error = `saving state: ${errorMessage(err)} (retrying until there is room)`;
+        o.log.warn("no space to save the input's state; retrying", { error: errorMessage(err) });
+      }
+      if (superseded()) return;
+      await new Promise((r) => setTimeout(r, NO_SPACE_RETRY_MS));
+      if (superseded()) return;
+    }
+  }
 }
 
 /**

@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ConfigError } from "./config.ts";
 import { InputError } from "./plugin.ts";
+import { SpoolClosedError } from "./spool.ts";
 import { UnknownInputError, type ReloadResult } from "./supervisor.ts";
 import { errorMessage } from "./log.ts";
 
@@ -93,7 +94,15 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
   app.onError((err, c) => {
     if (err instanceof UnknownInputError) return c.json({ error: err.message }, 404);
     if (err instanceof ConfigError) return c.json({ error: "invalid configuration; nothing changed", problems: err.problems }, 400);
-    if (err instanceof InputError) return c.json({ error: err.message }, err.status as 400);
+    if (err instanceof InputError) {
+      if (err.retryAfterS !== undefined) c.header("Retry-After", String(err.retryAfterS));
+      return c.json({ error: err.message }, err.status as 400);
+    }
+    // Shutting down while a submission waited: nothing was taken, and it can be sent again.
+    if (err instanceof SpoolClosedError) {
+      c.header("Retry-After", "5");
+      return c.json({ error: "the agent is stopping; nothing of this submission was taken" }, 503);
+    }
     return c.json({ error: errorMessage(err) }, 500);
   });
 

@@ -15,6 +15,11 @@ export interface Logger {
 export interface EmitOptions {
   /** Resolve only once the events are on stable storage (forces a spool fsync). */
   sync?: boolean;
+  /**
+   * Stop waiting for room in a full spool when this aborts: the emit rejects and none of the
+   * events were taken. (Waiting always ends when the input is stopped: see InputContext.emitText.)
+   */
+  signal?: AbortSignal;
 }
 
 /** What a running input sees. Narrow on purpose: events out, state in and out, a log, a stop signal. */
@@ -27,8 +32,11 @@ export interface InputContext<State = unknown> {
   readonly hostname: string;
   /**
    * Hand text events (one line each, no trailing newline) to the spool. Resolves once the
-   * spool has taken them; waits while the spool is full in `block` mode (that wait is the
-   * backpressure an input feels).
+   * spool has taken them; waits while the spool is full in `block` mode or its disk is below
+   * `spool.min_free` (that wait is the backpressure an input feels). All or nothing: a
+   * rejected emit took none of the events. It rejects when the input is stopped while it
+   * waits (then do not checkpoint past these events) or on an I/O error; an input keeps the
+   * events at their source or tries again, never drops them.
    */
   emitText(lines: string[], opts?: EmitOptions): Promise<void>;
   /** Hand JSON object events to the spool. */
@@ -83,7 +91,8 @@ export function defineInput<S extends z.ZodType>(p: InputPlugin<S>): InputPlugin
 
 /** A user-facing problem with the input's data or options: shown as one line, no stack. */
 export class InputError extends Error {
-  constructor(message: string, readonly status = 400) {
+  /** `retryAfterS`: when the problem passes by itself (e.g. a full spool), the client may try again after this long. */
+  constructor(message: string, readonly status = 400, readonly retryAfterS?: number) {
     super(message);
     this.name = "InputError";
   }

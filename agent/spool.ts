@@ -26,12 +26,22 @@ import * as path from "node:path";
 import { Buffer } from "node:buffer";
 import type { Logger } from "./plugin.ts";
 import { crc32 } from "./helpers/crc32.ts";
+import { isNoSpace } from "./fserrors.ts";
+export { isNoSpace } from "./fserrors.ts";
 import { errorMessage } from "./log.ts";
+
+/** Free space to keep on the spool's filesystem: bytes, or a percentage of its size (capped). */
+export type MinFree = { bytes: number } | { percent: number; capBytes: number };
+
+/** Why appends wait: the spool's own bound, or the free space on its filesystem. */
+export type FullReason = "max_bytes" | "min_free";
 
 export interface SpoolOptions {
   dir: string;
   /** Bound on unacknowledged record bytes (payload + headers). */
   maxBytes: number;
+  /** Below this much free space on the filesystem the spool is full, as at maxBytes. Default none. */
+  minFree?: MinFree;
   whenFull: "block" | "drop_oldest";
   /** "always", "never", or an interval in ms (group commit). */
   fsync: "always" | "never" | number;
@@ -63,7 +73,18 @@ export interface SpoolStats {
   max_bytes: number;
   oldest_event_age_s: number;
   dropped: number;
+  /** Appends are waiting for space. */
   blocked: boolean;
+  /** What the waiting appends wait for (null when none wait). */
+  full: FullReason | null;
+  /** Free bytes on the spool's filesystem at the last look (null if it cannot be asked). */
+  free_bytes: number | null;
+  min_free_bytes: number;
+  /** Bytes and (where their headers were readable) events of torn or corrupt records skipped. */
+  skipped_bytes: number;
+  skipped_events: number;
+  /** Segments in which records were skipped, most recent last (at most 10). */
+  skipped_segments: string[];
 }
 
 export interface AppendOptions {
@@ -71,7 +92,26 @@ export interface AppendOptions {
   maxBytesPerRecord?: number;
   /** Resolve only after an fsync that covers these events. */
   sync?: boolean;
+  /**
+   * Give up waiting for space when aborted (already aborted: do not wait at all): the append
+   * rejects with an AbortError and none of its events are in the spool.
+   */
+  signal?: AbortSignal;
 }
+
+/** The spool was closed while an append waited (or before it was asked): nothing was taken. */
+export class SpoolClosedError extends Error {
+  constructor() {
+    super("spool is closed");
+    this.name = "SpoolClosedError";
+  }
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason instanceof Error ? signal.reason : new DOMException("the append was cancelled", "AbortError");
+}
+
+
 
 const MAGIC = 0x3153fffe;
 const MAGIC_FIRST_BYTE = 0xfe;
@@ -90,6 +130,12 @@ const RECOVERY_CHUNK = 1 << 20;
 const MIN_READ_CHUNK = 256 << 10;
 const SCRATCH_INITIAL_BYTES = 256 << 10;
 const SCRATCH_KEEP_BYTES = 8 << 20;
+/** One append is written in one piece, so it is either wholly in the spool or not at all. */
+const MAX_APPEND_BYTES = 256 << 20;
+/** While appends wait for free space, the filesystem is asked again this often. */
+const SPACE_RECHECK_MS = 250;
+/** Within this distance of min_free every append asks the filesystem instead of estimating. */
+const SPACE_NEAR_BYTES = 4 << 20;
 /** Read buffers kept for reuse: at most this many, each at most WINDOW_KEEP_BYTES. */
 const WINDOW_POOL_SIZE = 8;
 const WINDOW_KEEP_BYTES = 4 << 20;
@@ -347,15 +393,19 @@ interface InFlight {
   appendedAt: number;
 }
 
-/** One append() call still (partly) to be written. */
+/** One append() call waiting to be written. */
 interface AppendJob {
   routeBytes: Uint8Array;
   kindCode: number;
   events: string[];
-  next: number;
   maxEvents: number;
   maxPayload: number;
   sync: boolean;
+  /** Length and event count of each record, once the job is encoded into the scratch buffer. */
+  recordLens: number[];
+  recordCounts: number[];
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -371,8 +421,18 @@ export class Spool {
   private readonly maxBytes: number;
   private readonly whenFull: "block" | "drop_oldest";
   private readonly fsyncPolicy: "always" | "never" | number;
-  private readonly segmentBytes: number;
+  private segmentBytes: number;
   private readonly log: Logger;
+  private readonly minFree: MinFree | undefined;
+  private minFreeBytes = 0;
+  /** Free bytes on the filesystem: asked at most every SPACE_RECHECK_MS, less what was written since. */
+  private freeBytes: number | null = null;
+  private freeAskedAt = -Infinity;
+  private spaceTimer: ReturnType<typeof setInterval> | null = null;
+  private fullReason: FullReason | null = null;
+  private skippedBytes = 0;
+  private skippedEvents = 0;
+  private skippedSegments: string[] = [];
 
   /** Oldest first; the last one is the active (append) segment. */
   private segments: Segment[] = [];
@@ -399,6 +459,8 @@ export class Spool {
   private scratch: Uint8Array = new Uint8Array(SCRATCH_INITIAL_BYTES);
   private scratchView: DataView = new DataView(this.scratch.buffer);
   private scratchLen = 0;
+  /** The job whose records the scratch buffer holds (encoded once, however long it waits). */
+  private encodedJob: AppendJob | null = null;
   private routeCache = new Map<string, Uint8Array>();
   private appendQueue: AppendJob[] = [];
   private blockedSince = 0;
@@ -426,12 +488,18 @@ export class Spool {
     const seg = opts.segmentBytes ?? Math.min(16 << 20, Math.max(64 << 10, Math.floor(opts.maxBytes / 8)));
     this.segmentBytes = Math.max(1, Math.min(seg, MAX_SEGMENT_BYTES));
     this.log = opts.log;
+    this.minFree = opts.minFree;
   }
 
   /** Create the directory if needed, recover existing segments, start a fresh active segment. */
   static async open(opts: SpoolOptions): Promise<Spool> {
     const spool = new Spool(opts);
     fs.mkdirSync(opts.dir, { recursive: true });
+    const fsBytes = spool.askFreeSpace();
+    // A segment is freed only once all of it is delivered: on a small filesystem, smaller
+    // segments give the space back sooner.
+    if (fsBytes !== null && opts.segmentBytes === undefined)
+      spool.segmentBytes = Math.max(64 << 10, Math.min(spool.segmentBytes, Math.floor(fsBytes / 32)));
     spool.recover();
     spool.startSegment();
     return spool;
@@ -505,7 +573,8 @@ export class Spool {
         : total === SHORT
           ? "torn record at segment tail skipped (interrupted write)"
           : "corrupt data at segment tail skipped";
-      this.log.warn(`spool: ${what}`, { segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos });
+      const events = this.noteSkipped(seg, pos, next);
+      this.log.warn(`spool: ${what}`, { segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos, events_skipped: events });
       (seg.skips ??= new Map()).set(pos, next);
       skipped += next - pos;
       pos = next;
@@ -535,6 +604,31 @@ export class Spool {
     return offsets;
   }
 
+  /**
+   * Count a skipped range [from, to) for status and metrics; returns the events it held as far
+   * as its first header tells (a torn or damaged header tells nothing).
+   */
+  private noteSkipped(seg: Segment, from: number, to: number): number {
+    let events = 0;
+    if (seg.ensure(from, HEADER_BYTES, HEADER_BYTES)) {
+      const o = from - seg.winStart;
+      const view = seg.winView!;
+      if (view.getUint32(o, true) === MAGIC) {
+        const count = view.getUint32(o + 20, true);
+        const payloadLen = view.getUint32(o + 4, true);
+        // A count is believable only if every event could have at least its newline.
+        if (count > 0 && count <= payloadLen) events = count;
+      }
+    }
+    this.skippedBytes += to - from;
+    this.skippedEvents += events;
+    if (this.skippedSegments.at(-1) !== seg.name) {
+      this.skippedSegments.push(seg.name);
+      if (this.skippedSegments.length > 10) this.skippedSegments.shift();
+    }
+    return events;
+  }
+
   // ---------------------------------------------------------------- segments
 
   private startSegment(): void {
@@ -558,7 +652,7 @@ export class Spool {
     if (old.liveRecords === 0) this.deleteSegment(old);
   }
 
-  private deleteSegment(seg: Segment): void {
+  private deleteSegment(seg: Segment, background = true): void {
     if (seg.deleted) return;
     seg.deleted = true;
     const i = this.segments.indexOf(seg);
@@ -576,7 +670,7 @@ export class Spool {
     seg.pendingAcks = [];
     seg.releaseFd();
     seg.closeAckFd();
-    this.removeSegmentFiles(seg);
+    this.removeSegmentFiles(seg, background);
   }
 
   /**
@@ -602,15 +696,30 @@ export class Spool {
     const p: Promise<void> = unlink(seg.file)
       .then(() => unlink(seg.ackFile))
       .catch(failed)
-      .finally(() => this.unlinking.delete(p));
+      .finally(() => {
+        this.unlinking.delete(p);
+        // Appends waiting for disk space may fit now.
+        if (this.fullReason === "min_free" && !this.closed) {
+          this.askFreeSpace();
+          this.pumpQueue();
+        }
+      });
     this.unlinking.add(p);
   }
 
   // ---------------------------------------------------------------- append
 
+  /**
+   * Add events as records of at most maxEventsPerRecord events / maxBytesPerRecord bytes. All or
+   * nothing: the records are written in one piece once there is room for all of them, so a
+   * failure or a cancelled wait leaves none of them behind. While the spool is full (maxBytes,
+   * or less than minFree free on its filesystem) `block` makes the append wait; `drop_oldest`
+   * discards the oldest records instead.
+   */
   append(route: string, kind: "text" | "json", events: string[], opts?: AppendOptions): Promise<void> {
-    if (this.closed) return Promise.reject(new Error("spool is closed"));
+    if (this.closed) return Promise.reject(new SpoolClosedError());
     if (events.length === 0) return Promise.resolve();
+    const signal = opts?.signal;
     let routeBytes = this.routeCache.get(route);
     if (routeBytes === undefined) {
       routeBytes = encoder.encode(route);
@@ -623,48 +732,119 @@ export class Spool {
         routeBytes,
         kindCode: kind === "json" ? KIND_JSON : KIND_TEXT,
         events,
-        next: 0,
         maxEvents: Math.max(1, opts?.maxEventsPerRecord ?? DEFAULT_EVENTS_PER_RECORD),
         maxPayload: Math.max(1, opts?.maxBytesPerRecord ?? DEFAULT_BYTES_PER_RECORD),
         sync: opts?.sync === true,
+        recordLens: [],
+        recordCounts: [],
+        signal,
+        onAbort: null,
         resolve,
         reject,
       };
       // Appends queue behind a blocked one, so waiting writers are served in order.
       if (this.appendQueue.length > 0) {
-        this.appendQueue.push(job);
+        if (signal?.aborted) reject(abortError(signal));
+        else this.enqueue(job);
         return;
       }
       let done: boolean;
       try {
         done = this.pump(job);
       } catch (err) {
+        this.forgetEncoding(job);
         reject(err);
         return;
       }
       if (done) this.finishJob(job);
-      else this.block(job);
+      else if (signal?.aborted) {
+        this.forgetEncoding(job);
+        reject(abortError(signal));
+      } else this.block(job);
     });
   }
 
-  /** Write as many of the job's records as fit now; true when all are written. */
+  /** Write the job if there is room for all of it; true when written. */
   private pump(job: AppendJob): boolean {
-    while (job.next < job.events.length) {
-      const end = this.encodeRecord(job);
-      const len = this.scratchLen;
-      if (this.totalBytes > 0 && this.totalBytes + len > this.maxBytes) {
-        if (this.whenFull === "block") return false;
-        this.dropOldestUntilFits(len);
-      }
-      this.writeRecord(len, end - job.next);
-      job.next = end;
+    if (this.encodedJob !== job) this.encodeJob(job);
+    const len = this.scratchLen;
+    let full = this.checkRoom(len);
+    if (full !== null && this.whenFull === "drop_oldest") {
+      this.dropOldestUntilFits(len);
+      full = this.checkRoom(len);
     }
-    // One huge event must not pin a huge scratch buffer for the life of the process.
-    if (this.scratch.length > SCRATCH_KEEP_BYTES) this.setScratch(new Uint8Array(SCRATCH_INITIAL_BYTES));
+    if (full === null && !this.writeJob(job)) full = "min_free";
+    if (full !== null) {
+      this.fullReason = full;
+      if (full === "min_free") this.giveBackActiveSegment();
+      return false;
+    }
+    this.forgetEncoding(job);
     return true;
   }
 
+  /** Why `len` more bytes do not fit now, or null if they do. */
+  private checkRoom(len: number): FullReason | null {
+    if (this.totalBytes > 0 && this.totalBytes + len > this.maxBytes) return "max_bytes";
+    if (this.minFree !== undefined) {
+      const now = performance.now();
+      const free = this.freeBytes;
+      if (free === null || free - len < this.minFreeBytes + SPACE_NEAR_BYTES || now - this.freeAskedAt > SPACE_RECHECK_MS)
+        this.askFreeSpace();
+      if (this.freeBytes !== null && this.freeBytes - len < this.minFreeBytes) return "min_free";
+    }
+    return null;
+  }
+
+  /**
+   * Ask the filesystem how much is free (and work out min_free's bytes from its size); returns
+   * the filesystem's size, or null when it cannot be asked (then only maxBytes bounds the spool).
+   */
+  private askFreeSpace(): number | null {
+    if (this.minFree === undefined) return null;
+    this.freeAskedAt = performance.now();
+    let st: fs.StatsFs;
+    try {
+      st = fs.statfsSync(this.dir);
+    } catch (err) {
+      if (this.freeBytes !== null || this.freeAskedAt === 0) return null;
+      this.log.warn("spool: cannot ask the filesystem for its free space; only max_bytes bounds the spool", { dir: this.dir, error: errorMessage(err) });
+      this.freeAskedAt = Infinity;
+      return null;
+    }
+    const size = Number(st.blocks) * Number(st.bsize);
+    this.freeBytes = Number(st.bavail) * Number(st.bsize);
+    const m = this.minFree;
+    this.minFreeBytes = "bytes" in m ? m.bytes : Math.min(m.capBytes, Math.floor((size * m.percent) / 100));
+    return size;
+  }
+
+  /**
+   * Waiting for disk space while the active segment holds only delivered records: start a new
+   * segment so the old one (all delivered) is deleted and its space given back.
+   */
+  private giveBackActiveSegment(): void {
+    const seg = this.active;
+    if (seg.size === 0 || seg.liveRecords > 0) return;
+    try {
+      this.roll();
+    } catch {
+      // no room even for a new file: the delivered records stay until there is
+    }
+  }
+
+  /** The job's records (not yet written) are no longer in the scratch buffer. */
+  private forgetEncoding(job: AppendJob): void {
+    if (this.encodedJob === job) {
+      this.encodedJob = null;
+      this.scratchLen = 0;
+    }
+    // One huge append must not pin a huge scratch buffer for the life of the process.
+    if (this.encodedJob === null && this.scratch.length > SCRATCH_KEEP_BYTES) this.setScratch(new Uint8Array(SCRATCH_INITIAL_BYTES));
+  }
+
   private finishJob(job: AppendJob): void {
+    this.detachAbort(job);
     if (job.sync || this.fsyncPolicy === "always") {
       this.waitDurable(this.writeSeq, true).then(job.resolve, job.reject);
     } else {
@@ -672,14 +852,51 @@ export class Spool {
     }
   }
 
-  private block(job: AppendJob): void {
+  private enqueue(job: AppendJob): void {
     this.appendQueue.push(job);
+    const signal = job.signal;
+    if (signal === undefined) return;
+    job.onAbort = () => this.cancel(job);
+    signal.addEventListener("abort", job.onAbort, { once: true });
+  }
+
+  private detachAbort(job: AppendJob): void {
+    if (job.onAbort !== null) job.signal!.removeEventListener("abort", job.onAbort);
+    job.onAbort = null;
+  }
+
+  /** A waiting append whose caller gave up: it leaves the queue having written nothing. */
+  private cancel(job: AppendJob): void {
+    const i = this.appendQueue.indexOf(job);
+    if (i < 0) return;
+    this.appendQueue.splice(i, 1);
+    job.onAbort = null;
+    this.forgetEncoding(job);
+    job.reject(abortError(job.signal!));
+    // The next one may fit where this one did not.
+    if (i === 0) this.pumpQueue();
+  }
+
+  private block(job: AppendJob): void {
+    this.enqueue(job);
     if (this.blockedSince === 0) {
       this.blockedSince = Date.now();
-      this.log.warn("spool full: appends wait for deliveries to free space", {
-        dir: this.dir, bytes: this.totalBytes, max_bytes: this.maxBytes,
-      });
+      if (this.fullReason === "min_free") {
+        this.log.warn("spool full: free space on its filesystem is below spool.min_free; appends wait", {
+          dir: this.dir, free_bytes: this.freeBytes, min_free_bytes: this.minFreeBytes, bytes: this.totalBytes,
+        });
+      } else {
+        this.log.warn("spool full: appends wait for deliveries to free space", {
+          dir: this.dir, bytes: this.totalBytes, max_bytes: this.maxBytes,
+        });
+      }
     }
+    // Deliveries free space through acks; space others free on the filesystem shows up here.
+    this.spaceTimer ??= setInterval(() => {
+      this.askFreeSpace();
+      this.pumpQueue();
+    }, SPACE_RECHECK_MS);
+    (this.spaceTimer as { unref?: () => void }).unref?.();
   }
 
   /** Run queued appends in order while space allows. */
@@ -691,6 +908,8 @@ export class Spool {
         done = this.pump(job);
       } catch (err) {
         this.appendQueue.shift();
+        this.detachAbort(job);
+        this.forgetEncoding(job);
         job.reject(err);
         continue;
       }
@@ -698,18 +917,48 @@ export class Spool {
       this.appendQueue.shift();
       this.finishJob(job);
     }
+    this.unblocked();
+  }
+
+  private unblocked(): void {
+    if (this.spaceTimer !== null) {
+      clearInterval(this.spaceTimer);
+      this.spaceTimer = null;
+    }
+    this.fullReason = null;
     if (this.blockedSince !== 0) {
       this.log.info("spool has space again: appends resumed", { dir: this.dir, waited_ms: Date.now() - this.blockedSince });
       this.blockedSince = 0;
     }
   }
 
+  /** Encode every record of the job into the scratch buffer, back to back. */
+  private encodeJob(job: AppendJob): void {
+    this.encodedJob = null;
+    this.scratchLen = 0;
+    job.recordLens = [];
+    job.recordCounts = [];
+    let next = 0;
+    while (next < job.events.length) {
+      const at = this.scratchLen;
+      const end = this.encodeRecord(job, next, at);
+      job.recordLens.push(this.scratchLen - at);
+      job.recordCounts.push(end - next);
+      next = end;
+      if (this.scratchLen > MAX_APPEND_BYTES) {
+        this.scratchLen = 0;
+        throw new Error(`one append of ${job.events.length} events is more than ${MAX_APPEND_BYTES >> 20} MiB; hand them over in parts`);
+      }
+    }
+    this.encodedJob = job;
+  }
+
   /**
-   * Encode the job's next record into the scratch buffer (length in scratchLen); returns the
-   * index after its last event.
+   * Encode the record of events [start, ...) at offset `at` of the scratch buffer (scratchLen
+   * becomes its end); returns the index after its last event.
    */
-  private encodeRecord(job: AppendJob): number {
-    const { events, next: start } = job;
+  private encodeRecord(job: AppendJob, start: number, at: number): number {
+    const { events } = job;
     let end = Math.min(events.length, start + job.maxEvents);
     let chars = 0;
     for (let i = start; i < end; i++) chars += events[i]!.length + 1;
@@ -728,7 +977,7 @@ export class Spool {
     }
     const text = start === 0 && end === events.length ? events.join("\n") : events.slice(start, end).join("\n");
     const routeLen = job.routeBytes.length;
-    const payloadAt = HEADER_BYTES + routeLen;
+    const payloadAt = at + HEADER_BYTES + routeLen;
     this.ensureScratch(payloadAt + chars * 3);
     const scratch = this.scratch;
     const { written } = encoder.encodeInto(text, scratch.subarray(payloadAt));
@@ -736,25 +985,28 @@ export class Spool {
     const payloadLen = written! + 1;
     if (payloadLen > MAX_PAYLOAD) throw new Error(`spool record too large (${payloadLen} bytes)`);
     const total = payloadAt + payloadLen;
-    scratch.set(job.routeBytes, HEADER_BYTES);
+    scratch.set(job.routeBytes, at + HEADER_BYTES);
     const v = this.scratchView;
-    v.setUint32(0, MAGIC, true);
-    v.setUint32(4, payloadLen, true);
-    v.setFloat64(12, Date.now(), true);
-    v.setUint32(20, end - start, true);
-    v.setUint8(24, job.kindCode);
-    v.setUint8(25, 0);
-    v.setUint16(26, routeLen, true);
-    v.setUint32(8, crc32(scratch.subarray(CRC_FROM, total)), true);
+    v.setUint32(at, MAGIC, true);
+    v.setUint32(at + 4, payloadLen, true);
+    v.setFloat64(at + 12, Date.now(), true);
+    v.setUint32(at + 20, end - start, true);
+    v.setUint8(at + 24, job.kindCode);
+    v.setUint8(at + 25, 0);
+    v.setUint16(at + 26, routeLen, true);
+    v.setUint32(at + 8, crc32(scratch.subarray(at + CRC_FROM, total)), true);
     this.scratchLen = total;
     return end;
   }
 
+  /** Room for `len` bytes in the scratch buffer, keeping what is encoded so far. */
   private ensureScratch(len: number): void {
     if (this.scratch.length >= len) return;
     let size = this.scratch.length;
     while (size < len) size *= 2;
-    this.setScratch(new Uint8Array(size));
+    const grown = new Uint8Array(size);
+    grown.set(this.scratch.subarray(0, this.scratchLen));
+    this.setScratch(grown);
   }
 
   private setScratch(buf: Uint8Array): void {
@@ -762,39 +1014,57 @@ export class Spool {
     this.scratchView = new DataView(buf.buffer);
   }
 
-  private writeRecord(len: number, count: number): void {
+  /**
+   * Write the encoded job in one piece. False when the filesystem is full (nothing of it stays
+   * on disk); other write errors throw.
+   */
+  private writeJob(job: AppendJob): boolean {
+    const len = this.scratchLen;
     let seg = this.active;
-    if (seg.broken || (seg.size > 0 && seg.size + len > this.segmentBytes)) {
-      this.roll();
-      seg = this.active;
-    }
     try {
+      if (seg.broken || (seg.size > 0 && seg.size + len > this.segmentBytes)) {
+        this.roll();
+        seg = this.active;
+      }
       writeFully(seg.fd!, this.scratch, len, seg.size);
     } catch (err) {
-      // Part of the record may be on disk: keep it out of the valid range and never append after it.
-      seg.broken = true;
-      try {
-        fs.ftruncateSync(seg.fd!, seg.size);
-      } catch {
-        // recovery will find and skip the torn bytes
+      let truncated = true;
+      if (seg.fd !== null && seg === this.active) {
+        // Part of the append may be on disk: keep it out of the valid range.
+        try {
+          fs.ftruncateSync(seg.fd, seg.size);
+        } catch {
+          truncated = false;
+        }
+      }
+      if (!truncated) seg.broken = true; // recovery will find and skip the torn bytes; never append after them
+      if (isNoSpace(err)) {
+        this.freeBytes = 0;
+        this.freeAskedAt = performance.now();
+        return false;
       }
       throw err;
     }
+    const records = job.recordLens.length;
     seg.size += len;
-    seg.liveRecords++;
-    seg.liveEvents += count;
+    seg.liveRecords += records;
+    let events = 0;
+    for (const c of job.recordCounts) events += c;
+    seg.liveEvents += events;
     seg.liveBytes += len;
-    this.totalEvents += count;
+    this.totalEvents += events;
     this.totalBytes += len;
+    if (this.freeBytes !== null) this.freeBytes -= len;
     this.writeSeq++;
     seg.needsSync = true;
     this.dirty.add(seg);
     this.scheduleTimedSync();
     if (this.dataWaiters.length > 0) this.wakeReaders();
+    return true;
   }
 
   private dropOldestUntilFits(len: number): void {
-    while (this.totalBytes > 0 && this.totalBytes + len > this.maxBytes) {
+    while (this.totalBytes > 0 && this.checkRoom(len) !== null) {
       const oldest = this.segments[0]!;
       if (oldest === this.active) this.roll();
       if (oldest.deleted) continue; // roll() deleted it: it held nothing unacked
@@ -806,9 +1076,11 @@ export class Spool {
       const dropped = oldest.liveEvents - inFlightEvents;
       this.droppedEvents += dropped;
       this.log.warn("spool full: dropped oldest events", {
-        dir: this.dir, segment: oldest.name, events: dropped, bytes: oldest.liveBytes,
+        dir: this.dir, segment: oldest.name, events: dropped, bytes: oldest.liveBytes, full: this.checkRoom(len),
       });
-      this.deleteSegment(oldest);
+      // At once, not in the background: the next look at the free space must see it gone.
+      this.deleteSegment(oldest, false);
+      this.askFreeSpace();
     }
   }
 
@@ -948,6 +1220,7 @@ export class Spool {
     if (seg.deleted) return null;
     if (seg.probe(offset, total) !== total) {
       this.log.error("spool: record failed verification on re-read, skipped", { segment: seg.name, offset });
+      this.noteSkipped(seg, offset, offset + total);
       return null;
     }
     return this.recordFromWindow(seg, offset, total);
@@ -1001,8 +1274,9 @@ export class Spool {
       if (total <= 0) {
         // Verified when written or recovered, so this is damage done since: skip it like recovery would.
         const next = seg.resync(pos + 1, this.readChunk);
+        const events = this.noteSkipped(seg, pos, next);
         this.log.error("spool: record failed verification on read, skipped", {
-          segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos,
+          segment: seg.name, dir: this.dir, offset: pos, bytes_skipped: next - pos, events_skipped: events,
         });
         (seg.skips ??= new Map()).set(pos, next);
         this.cursorPos = next;
@@ -1137,6 +1411,12 @@ export class Spool {
       oldest_event_age_s: age,
       dropped: this.droppedEvents,
       blocked: this.appendQueue.length > 0,
+      full: this.appendQueue.length > 0 ? this.fullReason ?? "max_bytes" : null,
+      free_bytes: this.freeBytes === null ? null : Math.max(0, this.freeBytes),
+      min_free_bytes: this.minFreeBytes,
+      skipped_bytes: this.skippedBytes,
+      skipped_events: this.skippedEvents,
+      skipped_segments: [...this.skippedSegments],
     };
   }
 
@@ -1147,8 +1427,16 @@ export class Spool {
       clearTimeout(this.syncTimer);
       this.syncTimer = null;
     }
-    const err = new Error("spool is closed");
-    for (const job of this.appendQueue.splice(0)) job.reject(err);
+    const err = new SpoolClosedError();
+    for (const job of this.appendQueue.splice(0)) {
+      this.detachAbort(job);
+      job.reject(err);
+    }
+    this.encodedJob = null;
+    this.scratchLen = 0;
+    if (this.spaceTimer !== null) clearInterval(this.spaceTimer);
+    this.spaceTimer = null;
+    this.fullReason = null;
     this.blockedSince = 0;
     this.wakeReaders();
     this.flushAcks();

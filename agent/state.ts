@@ -3,6 +3,7 @@
 // so a crash leaves either the old or the new state, never a mix.
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
+import { isNoSpace } from "./fserrors.ts";
 
 const SUFFIX = ".json";
 
@@ -45,7 +46,11 @@ export class StateStore {
   private readonly queues = new Map<string, KeyQueue>();
   private dirReady: Promise<void> | null = null;
 
-  constructor(readonly dir: string) {}
+  /**
+   * `freeSpace` is asked when a save finds the disk full; when it frees some (the agent's
+   * reserve file), the save is tried once more at once.
+   */
+  constructor(readonly dir: string, private readonly freeSpace?: () => boolean) {}
 
   fileFor(key: string): string {
     if (key.length === 0) throw new Error("state key must not be empty");
@@ -145,6 +150,15 @@ export class StateStore {
   }
 
   private async writeAtomic(file: string, text: string): Promise<void> {
+    try {
+      await this.writeAtomicOnce(file, text);
+    } catch (err) {
+      if (!isNoSpace(err) || !this.freeSpace?.()) throw err;
+      await this.writeAtomicOnce(file, text);
+    }
+  }
+
+  private async writeAtomicOnce(file: string, text: string): Promise<void> {
     await this.ensureDir();
     const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`;
     try {
@@ -158,7 +172,8 @@ export class StateStore {
       await fsp.rename(tmp, file);
     } catch (err) {
       await fsp.unlink(tmp).catch(() => {});
-      throw new Error(`cannot save state file ${file}: ${(err as Error).message}`);
+      // The code stays: a full disk (ENOSPC) is waited out by the caller, not a failure.
+      throw Object.assign(new Error(`cannot save state file ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
     }
     await this.syncDir();
   }

@@ -3,12 +3,16 @@
 // submissions and answers only once their events are durably spooled.
 import { z } from "zod";
 import { defineInput, InputError } from "../../agent/plugin.ts";
-import { formatBytes, size } from "../../agent/units.ts";
+import { duration, formatBytes, size } from "../../agent/units.ts";
 import { parseSubmission } from "../../agent/helpers/body.ts";
 
 const options = z.object({
   max_body_bytes: size().prefault("10MiB").describe("Largest body accepted in one submission; a larger one is refused with 413."),
+  full_wait: duration().prefault("10s").describe("How long a submission waits while the spool is full before it is refused with 503 and Retry-After (nothing of it taken)."),
 }).strict();
+
+/** Seconds a refused submission is told to wait (Retry-After). */
+const FULL_RETRY_AFTER_S = 30;
 
 export default defineInput({
   type: "manual",
@@ -33,8 +37,16 @@ export default defineInput({
         }
         const { kind, events } = parseSubmission(body, contentType);
         // sync: the caller's 202 promises the events survive a crash from then on.
-        if (kind === "json") await ctx.emitJsonLines(events, { sync: true });
-        else await ctx.emitText(events, { sync: true });
+        const emit = { sync: true, signal: AbortSignal.timeout(opts.full_wait) };
+        try {
+          if (kind === "json") await ctx.emitJsonLines(events, emit);
+          else await ctx.emitText(events, emit);
+        } catch (err) {
+          if (ctx.signal.aborted) throw new InputError(`input ${ctx.name} is stopping; nothing of this submission was taken`, 503, 5);
+          if (emit.signal.aborted)
+            throw new InputError(`the spool is full (see GET /health); nothing of this submission was taken`, 503, FULL_RETRY_AFTER_S);
+          throw err;
+        }
         ctx.log.info("submission accepted", { events: events.length, kind });
         return { accepted: events.length };
       },

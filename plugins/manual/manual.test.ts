@@ -42,9 +42,9 @@ async function withManualInput(raw: Record<string, unknown>, fn: (env: {
   }
 }
 
-test("options: max_body_bytes defaults to 10MiB, unknown keys are refused", () => {
+test("options: max_body_bytes defaults to 10MiB, full_wait to 10s, unknown keys are refused", () => {
   assert.equal(plugin.type, "manual");
-  assert.deepEqual(plugin.options.parse({}), { max_body_bytes: 10 * 1024 * 1024 });
+  assert.deepEqual(plugin.options.parse({}), { max_body_bytes: 10 * 1024 * 1024, full_wait: 10_000 });
   assert.equal(plugin.options.parse({ max_body_bytes: "1KiB" }).max_body_bytes, 1024);
   assert.equal(plugin.options.safeParse({ paths: ["x"] }).success, false);
 });
