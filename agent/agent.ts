@@ -7,10 +7,13 @@ import { inputPlugins } from "../plugins/index.ts";
 import { loadConfig, type AgentConfig } from "./config.ts";
 import { controlApp, type ControlApi } from "./control.ts";
 import { Forwarder, type RouteMeta } from "./forwarder.ts";
+import { removeLeftoverTempFiles } from "./leftovers.ts";
+import { DataDirLock } from "./lock.ts";
 import { createLogger, errorMessage, type RootLogger } from "./log.ts";
 import { renderMetrics } from "./metrics.ts";
 import { InputError } from "./plugin.ts";
-import { readRunningConfig, removeRunningConfig, writeRunningConfig } from "./runningconfig.ts";
+import { Reserve } from "./reserve.ts";
+import { removeRunningConfig, writeRunningConfig } from "./runningconfig.ts";
 import { serve, type Served } from "./serve.ts";
 import { Spool } from "./spool.ts";
 import { StateStore } from "./state.ts";
@@ -25,7 +28,8 @@ export interface RunOptions {
   restart?: { baseMs?: number; capMs?: number };
 }
 
-export class AlreadyRunningError extends Error {}
+// Thrown by Agent.start when the data_dir is locked by another agent.
+export { AlreadyRunningError } from "./lock.ts";
 
 export class Agent implements ControlApi {
   private readonly startedAt = Date.now();
@@ -49,9 +53,12 @@ export class Agent implements ControlApi {
     const log = opts.log ?? createLogger(config.agent.logLevel);
     const dataDir = config.agent.dataDir;
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    const other = await readRunningConfig(dataDir);
-    if (other && other.pid !== process.pid)
-      throw new AlreadyRunningError(`an agent is already running on ${dataDir} (pid ${other.pid}, ${other.url})`);
+    // One agent per data_dir, decided before the spool, the state or the runningconfig are
+    // touched; held until this process ends. The reserve lets start-up writes through on a full disk.
+    const reserve = new Reserve(dataDir, { log });
+    await DataDirLock.acquire(dataDir, { log, reserve });
+    await removeLeftoverTempFiles(dataDir, log);
+    await reserve.ensure();
 
     const spool = await Spool.open({
       dir: join(dataDir, "spool"),
@@ -112,7 +119,8 @@ export class Agent implements ControlApi {
     } catch (err) {
       throw new Error(`control server cannot listen on ${listen.host}:${listen.port}: ${errorMessage(err)}`);
     }
-    await writeRunningConfig(this.config.agent.dataDir, { pid: process.pid, url: this.url, token: this.token });
+    const dataDir = this.config.agent.dataDir;
+    await writeRunningConfig(dataDir, { pid: process.pid, url: this.url, token: this.token }, new Reserve(dataDir, { log: this.log }));
   }
 
   health(): { problems: string[] } {
@@ -203,6 +211,7 @@ export class Agent implements ControlApi {
       await removeRunningConfig(this.config.agent.dataDir);
       await this.server?.close();
       this.log.info("agent stopped", { took_ms: Date.now() - t0 });
+      DataDirLock.heldOn(this.config.agent.dataDir)?.release();
       this.resolveDone();
     })();
     return this.stopping;

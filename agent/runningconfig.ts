@@ -2,6 +2,7 @@
 // server listens, removed on clean exit; a file whose pid is dead is stale.
 import { chmod, open, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import type { Reserve } from "./reserve.ts";
 
 export interface RunningConfig {
   pid: number;
@@ -13,18 +14,33 @@ export function runningConfigPath(dataDir: string): string {
   return join(dataDir, "runningconfig");
 }
 
-export async function writeRunningConfig(dataDir: string, rc: RunningConfig): Promise<void> {
-  const path = runningConfigPath(dataDir);
+/** The temp files writeRunningConfig writes before its rename: runningconfig.<pid>.tmp. */
+export const RUNNING_CONFIG_TEMP = /^runningconfig\.\d+\.tmp$/;
+
+/** Written through a temp file and a rename, so a reader sees the old file or the new one. On a
+ *  full disk the reserve, when given, is released and the write tried once more: the daemon
+ *  must come up to deliver (and so free) what is spooled. */
+export async function writeRunningConfig(dataDir: string, rc: RunningConfig, reserve?: Reserve): Promise<void> {
+  const write = () => writeAtomic(runningConfigPath(dataDir), JSON.stringify(rc) + "\n");
+  await (reserve ? reserve.retryOnFull("the runningconfig", write) : write());
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
   try {
-    await fh.writeFile(JSON.stringify(rc) + "\n");
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, "w", 0o600);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await chmod(tmp, 0o600);
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
   }
-  await chmod(tmp, 0o600);
-  await rename(tmp, path);
 }
 
 /** The runningconfig of a live daemon, or undefined (no file, unreadable, or its pid is dead). */
