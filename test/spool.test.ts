@@ -472,6 +472,12 @@ describe("spool recovery", () => {
     assert.equal(warn.segment, path.basename(seg));
     assert.equal(warn.offset, start);
     assert.equal(warn.bytes_skipped, end - start);
+    assert.equal(warn.events_skipped, 1);
+    // What was skipped is counted where operators look: status and metrics.
+    const st = s.stats();
+    assert.equal(st.skipped_bytes, end - start);
+    assert.equal(st.skipped_events, 1);
+    assert.deepEqual(st.skipped_segments, [path.basename(seg)]);
     assert.deepEqual(drain(s).map((r) => text(r).slice(0, 8)), ["record 0", "record 2", "record 3"]);
   });
 
