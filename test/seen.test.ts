@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SeenSet, hashString } from "../agent/helpers/seen.ts";
+import { SeenSet, hashString, seenSetState, stringHash } from "../agent/helpers/seen.ts";
 
 const DAY = 86_400_000;
 const T0 = Date.parse("2024-05-01T00:00:00Z");
@@ -71,21 +71,36 @@ test("toJSON / from: entries, values and times survive; a smaller max_entries ke
   assert.equal(small.has("https://phish.example/49", T0), true);
 });
 
-test("from: nothing saved gives an empty set; unreadable data gives an empty set and says why", () => {
+test("from: nothing saved gives an empty set; seenSetState refuses unreadable saved sets, naming the key", () => {
   assert.equal(SeenSet.from(undefined).size, 0);
-  assert.equal(SeenSet.from(null).size, 0);
   const good = (() => {
     const s = new SeenSet();
     s.mark("a", "1", T0);
     return s.toJSON();
   })();
-  const bads: unknown[] = [42, "x", { v: 2 }, { ...good, n: 2 }, { ...good, keys: "%%%" }, { ...good, seen: "" }, { ...good, values: ["1", "2"] }, { ...good, values: [1] }];
-  for (const bad of bads) {
-    const reasons: string[] = [];
-    const s = SeenSet.from(bad, { onInvalid: (r) => reasons.push(r) });
-    assert.equal(s.size, 0);
-    assert.equal(reasons.length, 1, JSON.stringify(bad));
+  assert.equal(seenSetState.safeParse(JSON.parse(JSON.stringify(good))).success, true);
+  assert.equal(seenSetState.safeParse(new SeenSet().toJSON()).success, true);
+  const bads: Array<[unknown, string]> = [
+    [42, ""], ["x", ""], [null, ""], [{ v: 2 }, "v"], [{ ...good, extra: 1 }, ""],
+    [{ ...good, n: 2 }, "keys"], [{ ...good, n: -1 }, "n"], [{ ...good, n: 1.5 }, "n"], [{ ...good, n: "1" }, "n"],
+    [{ ...good, keys: "%%%%" }, "keys"], [{ ...good, keys: "AAA" }, "keys"], [{ ...good, seen: "" }, "seen"],
+    [{ ...good, values: ["1", "2"] }, "values"], [{ ...good, values: [1] }, "values"], [{ ...good, values: "" }, "values"],
+  ];
+  for (const [bad, key] of bads) {
+    const checked = seenSetState.safeParse(bad);
+    assert.equal(checked.success, false, JSON.stringify(bad));
+    assert.equal(checked.error!.issues[0]!.path.join("."), key, JSON.stringify(bad));
   }
+  // Values of a width that does not divide evenly among the entries.
+  const two = new SeenSet();
+  two.mark("a", "xy", T0);
+  two.mark("b", "zw", T0);
+  assert.equal(seenSetState.safeParse({ ...two.toJSON(), values: "xyz" }).error!.issues[0]!.path[0], "values");
+});
+
+test("stringHash accepts what hashString gives, and nothing else", () => {
+  for (const s of ["", "a", "https://phish.example/1", "x".repeat(1000)]) assert.equal(stringHash.safeParse(hashString(s)).success, true);
+  for (const bad of ["", "abc", "AAAAAAAAAAA=", "AAAAAAAAAAAAA", 12, null]) assert.equal(stringHash.safeParse(bad).success, false, String(bad));
 });
 
 test("100k entries serialise to a few MB of JSON and come back whole", () => {

@@ -26,7 +26,7 @@ import type { InputContext, Logger } from "../plugin.ts";
 import { duration } from "../units.ts";
 import { HttpClient, type HttpClientOptions, type HttpResponse, type Validators } from "./http.ts";
 import { runPolls, type PollResult } from "./poll.ts";
-import { SeenSet, type SeenSetJSON } from "./seen.ts";
+import { SeenSet, seenSetState, stringHash } from "./seen.ts";
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -105,16 +105,27 @@ export async function runHttpPolls(
 
 // ---- a feed read whole ----------------------------------------------------------------------
 
-/** The saved state of a WholeFeed. */
-export interface FeedState {
-  v: 1;
+/** Saved validators (http.ts Validators): what the server answered, never empty strings. */
+export const validatorsState = z.strictObject({
+  etag: z.string().min(1).optional(),
+  lastModified: z.string().min(1).optional(),
+});
+
+/** An epoch-ms time saved in state (Date.now()). */
+export const epochMsState = z.number().int().nonnegative();
+
+/** The saved state of a WholeFeed: the input's state schema (openphish, phishtank). */
+export const feedState = z.strictObject({
+  v: z.literal(1),
   /** hashString of the URL the validators belong to (the URL itself may hold a key). */
-  source: string;
-  validators?: Validators;
+  source: stringHash,
+  validators: validatorsState.optional(),
   /** When the feed was last read in full (epoch ms). */
-  full_at?: number;
-  seen?: SeenSetJSON;
-}
+  full_at: epochMsState.optional(),
+  seen: seenSetState.optional(),
+});
+
+export type FeedState = z.infer<typeof feedState>;
 
 /** How one read of the feed goes; WholeFeed.read calls these in order. */
 export interface FeedReadSteps<Batch> {
@@ -152,9 +163,13 @@ export class WholeFeed {
   constructor(private readonly ctx: InputContext<FeedState>, saved: FeedState | undefined, opts: WholeFeedOptions) {
     this.source = opts.source;
     this.ttlMs = opts.ttlMs;
-    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.maxSeen, ttlMs: opts.ttlMs, onInvalid: (reason) => ctx.log.warn(reason) });
-    // Validators are worth sending only for the same URL and with the records they cover.
-    if (saved?.source === opts.source && saved.seen && this.seen.size > 0) {
+    // The seen-set is kept across a change of URL: a record posted from the old feed is not
+    // posted again from the new one.
+    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.maxSeen, ttlMs: opts.ttlMs });
+    if (saved && saved.source !== opts.source) {
+      ctx.log.info("url changed: the feed is read in full (records already posted are not posted again)");
+    } else if (saved?.seen && this.seen.size > 0) {
+      // Validators are worth sending only with the records they cover.
       this.validators = saved.validators;
       this.fullAt = saved.full_at;
     }

@@ -13,6 +13,9 @@
 //   seen.prune(now);
 //   void ctx.checkpoint({ ...state, seen: seen.toJSON() });
 //
+// An input's state schema holds the saved set as `seenSetState`, so a damaged one fails the
+// input on load, naming the key, instead of the input posting everything again.
+//
 // Keys are kept as 64-bit hashes, never as the records or URLs themselves. Values are kept
 // as given: pass short ones (a hashString() of the record, a MISP timestamp). Two keys share
 // an entry only if their 64-bit hashes collide (about 1 in 10^7 for a million keys).
@@ -25,6 +28,7 @@
 // last-marked seconds), so 100k entries cost a few MB and load or save in a few ms: the
 // saved form is those arrays in base64 plus the values.
 import { Buffer } from "node:buffer";
+import { z } from "zod";
 
 export type SeenChange = "new" | "changed" | "same";
 
@@ -35,26 +39,48 @@ export interface SeenSetOptions {
   ttlMs?: number;
 }
 
-export interface SeenSetFromOptions extends SeenSetOptions {
-  /** Called when saved data is present but unreadable; the set then starts empty. */
-  onInvalid?: (reason: string) => void;
+/** What toJSON returns and from() reads, in the shape an input's state schema checks on load. */
+export type SeenSetJSON = z.infer<typeof seenSetState>;
+
+/** A hashString() result: 12 URL-safe base64 characters. */
+export const stringHash = z.string().regex(/^[A-Za-z0-9_-]{12}$/, { message: "expected a 12-character hash" });
+
+const base64Text = z.string().refine((t) => t.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(t), { message: "expected base64" });
+
+/** Bytes that base64 text (checked by base64Text) decodes to. */
+function base64Bytes(text: string): number {
+  const pad = text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0;
+  return (text.length / 4) * 3 - pad;
 }
 
-/** The serialised form (what toJSON returns and from() reads). */
-export interface SeenSetJSON {
-  v: 1;
+/** The saved form of a SeenSet: the table's arrays in base64, and the values. */
+export const seenSetState = z.strictObject({
+  v: z.literal(1),
   /** Number of entries. */
-  n: number;
+  n: z.number().int().nonnegative(),
   /** Key hashes: n × 8 bytes (two little-endian uint32), base64. */
-  keys: string;
+  keys: base64Text,
   /** Last-marked times: n × 4 bytes (little-endian uint32 unix seconds), base64. */
-  seen: string;
+  seen: base64Text,
   /**
    * The values in the same order: when all have the same length (hashString values do),
    * concatenated into one string (quick to parse); otherwise an array.
    */
-  values: string | string[];
-}
+  values: z.union([z.string(), z.array(z.string())], { error: "expected a string or an array of strings" }),
+}).superRefine((j, ctx) => {
+  // Runs once the types are right; text that is not base64 is an issue of its own already.
+  const mismatch = (key: "keys" | "seen" | "values", found: string) =>
+    ctx.addIssue({ code: "custom", path: [key], message: `${j.n} entries but ${found}` });
+  if (j.keys.length % 4 === 0 && base64Bytes(j.keys) !== j.n * 8) mismatch("keys", `${base64Bytes(j.keys)} bytes of key hashes (8 each)`);
+  if (j.seen.length % 4 === 0 && base64Bytes(j.seen) !== j.n * 4) mismatch("seen", `${base64Bytes(j.seen)} bytes of times (4 each)`);
+  const { values } = j;
+  if (typeof values !== "string") {
+    if (values.length !== j.n) mismatch("values", `${values.length} values`);
+  } else if (j.n === 0 ? values.length > 0 : values.length === 0 || values.length % j.n !== 0) {
+    // toJSON joins values only when they share a width of one character or more.
+    mismatch("values", `${values.length} characters of values (not the same number of one or more each)`);
+  }
+});
 
 export const DEFAULT_SEEN_MAX_ENTRIES = 1_000_000;
 export const DEFAULT_DEDUP_TTL_MS = 30 * 86_400_000;
@@ -161,47 +187,26 @@ export class SeenSet {
   }
 
   /**
-   * The set saved by toJSON(), with these options (a smaller maxEntries drops the oldest).
-   * undefined/null gives an empty set; unreadable data gives an empty set and onInvalid(reason).
+   * The set saved by toJSON(), with these options (a smaller maxEntries drops the oldest);
+   * undefined gives an empty set. `json` is as seenSetState checked it (an input's state
+   * schema does so when the state is loaded).
    */
-  static from(json: unknown, opts: SeenSetFromOptions = {}): SeenSet {
+  static from(json: SeenSetJSON | undefined, opts: SeenSetOptions = {}): SeenSet {
     const set = new SeenSet(opts);
-    if (json === undefined || json === null) return set;
-    const problem = set.load(json);
-    if (problem) {
-      set.clear();
-      opts.onInvalid?.(`saved seen-set ignored: ${problem}`);
-    }
+    if (json !== undefined) set.load(json);
     return set;
   }
 
-  private load(json: unknown): string | null {
-    if (typeof json !== "object") return `expected an object, got ${typeof json}`;
-    const j = json as Partial<SeenSetJSON>;
-    if (j.v !== 1) return `unknown version ${JSON.stringify(j.v)}`;
-    const { n, values } = j;
-    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) return "n missing";
-    if (typeof j.keys !== "string" || typeof j.seen !== "string") return "keys or seen missing";
-    if (typeof values !== "string" && !Array.isArray(values)) return "values missing";
-    let keys: Uint8Array;
-    let seen: Uint8Array;
-    try {
-      keys = fromBase64(j.keys);
-      seen = fromBase64(j.seen);
-    } catch {
-      return "keys or seen is not base64";
-    }
-    const width = typeof values === "string" ? (n > 0 ? values.length / n : 0) : -1;
-    if (keys.byteLength !== n * 8 || seen.byteLength !== n * 4) return `${n} entries but ${keys.byteLength} key bytes and ${seen.byteLength} time bytes`;
-    if (typeof values === "string" ? !Number.isInteger(width) || (n === 0 && values.length > 0) : values.length !== n) {
-      return `${n} entries but values do not match`;
-    }
+  private load(json: SeenSetJSON): void {
+    const { n, values } = json;
+    const keys = fromBase64(json.keys);
+    const seen = fromBase64(json.seen);
+    const width = typeof values === "string" && n > 0 ? values.length / n : 0;
     const kv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
     const sv = new DataView(seen.buffer, seen.byteOffset, seen.byteLength);
     this.resize(capacityFor(n), false);
     for (let k = 0; k < n; k++) {
-      const value = typeof values === "string" ? values.slice(k * width, (k + 1) * width) : values[k];
-      if (typeof value !== "string") return `value ${k} is not a string`;
+      const value = typeof values === "string" ? values.slice(k * width, (k + 1) * width) : values[k]!;
       const h1 = kv.getUint32(k * 8, true);
       const h2 = kv.getUint32(k * 8 + 4, true);
       const sec = sv.getUint32(k * 4, true);
@@ -214,7 +219,6 @@ export class SeenSet {
       }
     }
     if (this.count > this.maxEntries) this.evictOldest(this.count - this.maxEntries);
-    return null;
   }
 
   /** Slot of `key` if present and within the TTL, else -1. */
@@ -333,7 +337,6 @@ function toBase64(bytes: Uint8Array): string {
 }
 
 function fromBase64(text: string): Uint8Array {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new Error("not base64");
   return new Uint8Array(Buffer.from(text, "base64"));
 }
 

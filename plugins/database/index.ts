@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { intervalOption, timeoutOption } from "../../agent/helpers/feed.ts";
-import { DatabaseInput } from "./input.ts";
+import { DatabaseInput, databaseState } from "./input.ts";
 
 /** $1 as a parameter, not the start of $10. */
 const CURSOR_PARAM = /\$1(?!\d)/;
@@ -42,6 +42,7 @@ export default defineInput({
   type: "database",
   description: "Poll a SQL query (SQLite or PostgreSQL) with an increasing cursor column; each row is a JSON event",
   options,
+  state: databaseState,
   create(opts, ctx) {
     const input = new DatabaseInput(opts, ctx);
     return { run: () => input.run() };

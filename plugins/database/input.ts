@@ -5,10 +5,11 @@
 // Rows at the cursor value: a `>` query never returns them again; a `>=` query returns them
 // on every poll, so the hashes of the rows posted at the current cursor value are kept
 // (`at_cursor`) and those rows are skipped when they come back unchanged.
+import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
 import { sleep } from "../../agent/helpers/backoff.ts";
 import { runPolls, type PollResult } from "../../agent/helpers/poll.ts";
-import { hashString } from "../../agent/helpers/seen.ts";
+import { hashString, stringHash } from "../../agent/helpers/seen.ts";
 import { CursorTypeError, MissingCursorColumnError, PageCollector, sameCursor, type Cursor } from "./rows.ts";
 import { BusyError, type RowSource } from "./source.ts";
 import { SqliteSource } from "./sqlite.ts";
@@ -25,20 +26,30 @@ export interface DatabaseOptions {
   query_timeout: number;
 }
 
-/** The saved state. */
-export interface DatabaseState {
-  v: 1;
-  cursor: number | string;
-  /** The cursor is an integer beyond 2^53 (kept as text). */
-  cursor_bigint?: true;
-  /** The cursor_start this cursor grew from: a changed cursor_start starts over from it. */
-  start: number | string;
-  /** hashString of each row posted at the cursor value. */
-  at_cursor?: string[];
-}
-
 /** Most row hashes kept at one cursor value. */
 export const MAX_AT_CURSOR = 10_000;
+
+/** A cursor value: a number or a string (text, a timestamp, a big integer). */
+const cursorValue = z.union([z.number(), z.string()], { error: "expected a number or a string" });
+
+/** The saved state: the input's state schema. */
+export const databaseState = z.strictObject({
+  v: z.literal(1),
+  cursor: cursorValue,
+  /** The cursor is an integer beyond 2^53 (kept as text). */
+  cursor_bigint: z.literal(true).optional(),
+  /** The cursor_start this cursor grew from: a changed cursor_start starts over from it. */
+  start: cursorValue,
+  /** hashString of each row posted at the cursor value. */
+  at_cursor: z.array(stringHash).max(MAX_AT_CURSOR).optional(),
+}).superRefine((s, ctx) => {
+  if (s.cursor_bigint && !(typeof s.cursor === "string" && /^-?[1-9]\d*$/.test(s.cursor) && !Number.isSafeInteger(Number(s.cursor)))) {
+    ctx.addIssue({ code: "custom", path: ["cursor"], message: "with cursor_bigint, expected the text of an integer beyond 2^53" });
+  }
+});
+
+export type DatabaseState = z.infer<typeof databaseState>;
+
 /** A busy SQLite file is tried again this many times within a poll (then the poll fails and backs off). */
 const BUSY_RETRIES = 5;
 const BUSY_FIRST_DELAY_MS = 50;
@@ -70,16 +81,12 @@ export class DatabaseInput {
       this.cursor = start;
       return;
     }
-    const valid = saved && typeof saved === "object" && (typeof saved.cursor === "number" || typeof saved.cursor === "string");
-    if (!valid) {
-      this.ctx.log.warn("saved state unreadable; starting from cursor_start", { cursor_start: this.opts.cursor_start });
-      this.cursor = start;
-    } else if (saved.start !== this.opts.cursor_start) {
+    if (saved.start !== this.opts.cursor_start) {
       this.ctx.log.info("cursor_start changed; starting from it", { cursor_start: this.opts.cursor_start, saved_cursor: saved.cursor });
       this.cursor = start;
     } else {
       this.cursor = saved.cursor_bigint ? { value: saved.cursor, bigint: true } : { value: saved.cursor };
-      if (Array.isArray(saved.at_cursor)) this.atCursor = new Set(saved.at_cursor.filter((h) => typeof h === "string"));
+      if (saved.at_cursor) this.atCursor = new Set(saved.at_cursor);
       this.ctx.log.info("resuming from the saved cursor", { cursor: saved.cursor });
     }
   }

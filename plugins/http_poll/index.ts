@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { dedupTtlOption, httpUrl, intervalOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
-import { HttpPoller } from "./poller.ts";
+import { HttpPoller, httpPollState } from "./poller.ts";
 
 const options = z.object({
   url: httpUrl()
@@ -67,6 +67,7 @@ export default defineInput({
   type: "http_poll",
   description: "Call an API on a schedule (JSON, NDJSON, text or CSV answers; pages; conditional GET; post new records only)",
   options,
+  state: httpPollState,
   create(opts, ctx) {
     const poller = new HttpPoller(opts, ctx);
     return { run: () => poller.run() };

@@ -6,10 +6,11 @@
 // with pages, an unchanged first page says nothing about the others.
 // Every poll starts from `url`: a source's position is not carried between polls (dedup
 // keeps what was posted from being posted again).
+import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { runHttpPolls, warnShortInterval } from "../../agent/helpers/feed.ts";
+import { epochMsState, runHttpPolls, validatorsState, warnShortInterval } from "../../agent/helpers/feed.ts";
 import { HttpError, takeUserinfo, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
-import { SeenSet, hashString, type SeenSetJSON } from "../../agent/helpers/seen.ts";
+import { SeenSet, hashString, seenSetState, stringHash } from "../../agent/helpers/seen.ts";
 import { JsonStreamError } from "../../agent/helpers/jsonstream.ts";
 import { DecompressError } from "../../agent/helpers/decompress.ts";
 import { errorMessage } from "../../agent/log.ts";
@@ -19,15 +20,18 @@ import { Dedup, type DedupMode } from "./dedup.ts";
 import { nextLink } from "./paths.ts";
 import { FormatError, PageReader, type FormatOptions, type PollRecord } from "./records.ts";
 
-export interface HttpPollState {
-  v: 1;
+/** The saved state: the input's state schema. */
+export const httpPollState = z.strictObject({
+  v: z.literal(1),
   /** What the validators and last_poll belong to (URL, method, body, format, records). */
-  source: string;
-  validators?: Validators;
-  seen?: SeenSetJSON;
+  source: stringHash,
+  validators: validatorsState.optional(),
+  seen: seenSetState.optional(),
   /** Start of the last successful poll (epoch ms): a restart waits out the interval from it. */
-  last_poll?: number;
-}
+  last_poll: epochMsState.optional(),
+});
+
+export type HttpPollState = z.infer<typeof httpPollState>;
 
 const BATCH = 1000;
 
@@ -83,15 +87,13 @@ export class HttpPoller {
     const state: HttpPollState = { v: 1, source: this.source };
     // Validators and the schedule belong to the source asked before: a changed URL, body
     // or format is asked at once and in full.
-    if (saved && typeof saved === "object" && saved.source === this.source) {
+    if (saved?.source === this.source) {
       if (saved.validators) state.validators = saved.validators;
-      if (typeof saved.last_poll === "number") state.last_poll = saved.last_poll;
+      if (saved.last_poll !== undefined) state.last_poll = saved.last_poll;
+    } else if (saved) {
+      ctx.log.info("url, method, body, format or records changed: asking at once and in full (records already posted are not posted again)");
     }
-    const seen = SeenSet.from(saved?.seen, {
-      maxEntries: opts.max_seen,
-      ttlMs: opts.dedup_ttl,
-      onInvalid: (reason) => ctx.log.warn(reason),
-    });
+    const seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: opts.dedup_ttl });
     const dedup = new Dedup(this.dedupMode(), seen);
     const firstPollAt = state.last_poll !== undefined ? Math.min(Date.now(), state.last_poll) + opts.interval : undefined;
     await runHttpPolls(ctx, opts, { userAgent: opts.user_agent, secretHeaders: this.secretHeaders, secrets: this.secrets, firstPollAt }, (http, signal) =>

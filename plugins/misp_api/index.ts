@@ -4,7 +4,7 @@ import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { duration } from "../../agent/units.ts";
 import { httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
-import { MispApiInput, RESERVED_FILTERS } from "./input.ts";
+import { MispApiInput, mispApiState, RESERVED_FILTERS } from "./input.ts";
 
 const options = z.object({
   url: httpUrl()
@@ -32,6 +32,7 @@ export default defineInput({
   type: "misp_api",
   description: "A MISP instance's events via /events/restSearch: incremental by timestamp, paginated, filtered",
   options,
+  state: mispApiState,
   create(opts, ctx) {
     const input = new MispApiInput(opts, ctx);
     return { run: () => input.run() };

@@ -12,23 +12,28 @@
 // and at the poll's end; the cursor only once a poll's last page is read, so a crash or an
 // error mid-poll repeats the poll from the old cursor and the seen-set keeps it from
 // re-posting.
+import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
 import { runHttpPolls } from "../../agent/helpers/feed.ts";
 import { HttpError, redactText, type HttpClient } from "../../agent/helpers/http.ts";
 import { WaitError, type PollResult } from "../../agent/helpers/poll.ts";
-import { hashString, SeenSet, type SeenSetJSON } from "../../agent/helpers/seen.ts";
+import { hashString, SeenSet, seenSetState, stringHash } from "../../agent/helpers/seen.ts";
 import { eventVersion } from "../../agent/helpers/misp.ts";
 import { pageEvents } from "./events.ts";
 import type { MispApiOptions } from "./index.ts";
 
-export interface MispApiState {
-  v: 1;
+/** The saved state: the input's state schema. */
+export const mispApiState = z.strictObject({
+  v: z.literal(1),
   /** hashString of the url and filters the cursor belongs to. */
-  source: string;
+  source: stringHash,
   /** Highest event timestamp seen (unix seconds), null before the first event. */
-  cursor: number | null;
-  seen?: SeenSetJSON;
-}
+  cursor: z.number().int().nonnegative().nullable(),
+  /** uuid -> the timestamp of the version posted. */
+  seen: seenSetState.optional(),
+});
+
+export type MispApiState = z.infer<typeof mispApiState>;
 
 /** Body keys the input sets itself; a filter must not override them. */
 export const RESERVED_FILTERS = new Set(["returnFormat", "timestamp", "limit", "page"]);
@@ -75,8 +80,8 @@ export class MispApiInput {
     const { ctx, opts } = this;
     const saved = await ctx.loadState();
     // Entries never expire by age: the bound is max_seen (least recently seen go first).
-    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: Infinity, onInvalid: (reason) => ctx.log.warn(reason) });
-    if (saved?.source === this.source && typeof saved.cursor === "number") this.cursor = saved.cursor;
+    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: Infinity });
+    if (saved?.source === this.source) this.cursor = saved.cursor;
     else if (saved) ctx.log.info("url or filters changed: searching again from `since` (events already posted are not posted again)");
     this.showDetail();
     const headers = { authorization: opts.key, accept: "application/json", "content-type": "application/json" };

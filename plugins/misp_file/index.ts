@@ -4,7 +4,7 @@ import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
 import { intervalOption, maxSeenOption } from "../../agent/helpers/feed.ts";
-import { MispFileInput } from "./input.ts";
+import { MispFileInput, mispFileState } from "./input.ts";
 
 const options = z.object({
   path: z.string().min(1)
@@ -25,6 +25,7 @@ export default defineInput({
   type: "misp_file",
   description: "MISP events from JSON files in a drop folder or a MISP feed folder (manifest.json): posts each event version once",
   options,
+  state: mispFileState,
   create(opts, ctx) {
     const input = new MispFileInput(opts, ctx);
     return { run: () => input.run() };

@@ -16,25 +16,34 @@
 import { readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { z } from "zod";
 import type { InputContext } from "../../agent/plugin.ts";
 import { runPolls, type PollResult } from "../../agent/helpers/poll.ts";
-import { SeenSet, type SeenSetJSON } from "../../agent/helpers/seen.ts";
+import { SeenSet, seenSetState } from "../../agent/helpers/seen.ts";
 import { formatBytes } from "../../agent/units.ts";
 import { documentEvents, manifestEntries, type FileEvent } from "./documents.ts";
 import type { MispFileOptions } from "./index.ts";
 
 /** A drop file already handled, as it was then. */
-export interface FileMark {
-  size: number;
-  mtime: number;
-  status: "done" | "broken";
-}
+const fileMark = z.strictObject({
+  size: z.number().int().nonnegative(),
+  /** mtimeMs: fractional, and before 1970 for a file whose time was set so. */
+  mtime: z.number(),
+  status: z.enum(["done", "broken"]),
+});
 
-export interface MispFileState {
-  v: 1;
-  seen?: SeenSetJSON;
-  files?: Record<string, FileMark>;
-}
+export type FileMark = z.infer<typeof fileMark>;
+
+/** The saved state: the input's state schema. */
+export const mispFileState = z.strictObject({
+  v: z.literal(1),
+  /** Event uuid -> last posted timestamp; feed entry -> the manifest timestamp handled. */
+  seen: seenSetState.optional(),
+  /** Drop files handled, by path. */
+  files: z.record(z.string().min(1), fileMark).optional(),
+});
+
+export type MispFileState = z.infer<typeof mispFileState>;
 
 /** What the input remembers of a feed folder while it runs. */
 interface FeedMemory {
@@ -96,7 +105,7 @@ export class MispFileInput {
     const { ctx, opts } = this;
     const saved = await ctx.loadState();
     // Entries never expire by age: the bound is max_seen (least recently seen go first).
-    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: Infinity, onInvalid: (reason) => ctx.log.warn(reason) });
+    this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: Infinity });
     this.files = { ...(saved?.files ?? {}) };
     try {
       await runPolls(ctx, { intervalMs: opts.interval }, (signal) => this.scan(signal));

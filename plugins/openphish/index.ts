@@ -2,7 +2,7 @@
 // premium JSON-lines feed), posting each URL once.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { dedupTtlOption, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
 import { DEFAULT_FEED_URL, OpenphishInput } from "./input.ts";
 
 const options = z.object({
@@ -30,6 +30,7 @@ export default defineInput({
   type: "openphish",
   description: "OpenPhish's phishing URL feed (public feed.txt or the premium JSON lines): posts each URL once",
   options,
+  state: feedState,
   create(opts, ctx) {
     const input = new OpenphishInput(opts, ctx);
     return { run: () => input.run() };

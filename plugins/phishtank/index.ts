@@ -2,7 +2,7 @@
 // (online-valid.json.bz2), read as it downloads, posting each record that is new or changed.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { dedupTtlOption, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
 import { PhishtankInput } from "./input.ts";
 
 const options = z.object({
@@ -25,6 +25,7 @@ export default defineInput({
   type: "phishtank",
   description: "PhishTank's hourly dump of verified online phishes: posts each new or changed record",
   options,
+  state: feedState,
   create(opts, ctx) {
     const input = new PhishtankInput(opts, ctx);
     return { run: () => input.run() };
