@@ -1,10 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import plugin from "./index.ts";
 import { serveHttp, withInputEnv, type InputTestEnv, type RecordedRequest, type RunningInput, type SpooledEvent } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+import { FatalInputError } from "../../agent/plugin.ts";
+import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/http_poll/", import.meta.url);
 const fixture = (name: string) => readFile(new URL(name, FIXTURES));
@@ -153,6 +156,7 @@ test("a restart waits out the interval from the last poll; a changed URL is aske
       const moved = env.start({ url: `${api.base}/b`, interval: "1h" });
       await polls(moved, 1);
       assert.deepEqual(api.requests.map((q) => q.url), ["/a", "/b"]);
+      assert.ok(moved.logs.some((l) => l.includes("records changed: asking at once and in full")));
       // The record was posted from /a; the seen-set is kept across the change.
       assert.deepEqual(texts(env.events()), ['{"id":1}']);
     });
@@ -473,6 +477,33 @@ test("a 401 stops the input as failed: the credentials need fixing", async () =>
     await withEnv(async (env) => {
       const r = env.start({ url: `${api.base}/x`, headers: { Authorization: "Bearer wrong-token-123" }, ...FAST });
       await assert.rejects(r.done, (err: unknown) => err instanceof Error && err.name === "FatalInputError" && /HTTP 401/.test(err.message) && !err.message.includes("wrong-token-123"));
+    });
+  });
+});
+
+test("a saved state of the wrong shape fails the input with an error naming the file and the key; nothing is asked or posted", async () => {
+  await withApi(() => json([{ id: 1 }]), async (api) => {
+    await withEnv(async (env) => {
+      const file = join(env.dir, "state", "api.json");
+      await mkdir(join(env.dir, "state"), { recursive: true });
+      const source = hashString("anything");
+      const seen = new SeenSet().toJSON();
+      const bads: Array<[unknown, string]> = [
+        [null, ""], [[], ""], [{ files: [] }, "v"], [{ v: 1, source, last_poll: -5 }, "last_poll"], [{ v: 1, source, last_poll: "5" }, "last_poll"],
+        [{ v: 1, source, validators: { etag: "" } }, "validators.etag"], [{ v: 1, source, seen: { ...seen, seen: "A" } }, "seen.seen"],
+        [{ v: 1, source, seen, cursor: 5 }, "cursor"],
+      ];
+      for (const [bad, key] of bads) {
+        await writeFile(file, JSON.stringify(bad));
+        const input = env.start({ url: `${api.base}/a`, ...FAST });
+        let outcome: unknown = "running";
+        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
+        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
+        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
+        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
+      }
+      assert.equal(api.requests.length, 0);
+      assert.deepEqual(env.events(), []);
     });
   });
 });

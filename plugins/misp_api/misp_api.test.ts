@@ -1,11 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { IncomingHttpHeaders } from "node:http";
 import plugin from "./index.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
 const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];
@@ -356,6 +359,37 @@ test("elements that are not MISP events are skipped and counted, the others post
       assert.deepEqual(posted(env), [version(good)]);
       assert.ok(ctx.counters.errors >= 1);
       assert.match(String(ctx.counters.last_error), /no "uuid"/);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+test("a saved state of the wrong shape fails the input with an error naming the file and the key; nothing is searched or posted", async () => {
+  const server = await new MispServer(KEY).start();
+  try {
+    server.events = [makeEvent(1, Math.floor(Date.now() / 1000) - 3600)];
+    await withEnv(async (env) => {
+      const file = join(env.dir, "state", "misp.json");
+      await mkdir(join(env.dir, "state"), { recursive: true });
+      const source = hashString(JSON.stringify([server.url, {}]));
+      const seen = new SeenSet().toJSON();
+      const bads: Array<[unknown, string]> = [
+        [null, ""], [{ files: [] }, "v"], [{ v: 1, source }, "cursor"], [{ v: 1, source, cursor: -5 }, "cursor"],
+        [{ v: 1, source, cursor: "1700000000" }, "cursor"], [{ v: 1, source, cursor: 1.5 }, "cursor"],
+        [{ v: 1, source: "", cursor: null }, "source"], [{ v: 1, source, cursor: null, seen: { ...seen, values: ["x"] } }, "seen.values"],
+      ];
+      for (const [bad, key] of bads) {
+        await writeFile(file, JSON.stringify(bad));
+        const input = env.start({ url: server.url, key: KEY, interval: "100ms" });
+        let outcome: unknown = "running";
+        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
+        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
+        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
+        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
+      }
+      assert.equal(server.requests.length, 0);
+      assert.deepEqual(env.events(), []);
     });
   } finally {
     await server.close();

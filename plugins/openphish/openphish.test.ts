@@ -1,12 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Buffer } from "node:buffer";
 import plugin from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+import { FatalInputError } from "../../agent/plugin.ts";
+import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -252,6 +255,37 @@ test("stop ends run() within a second even in the middle of a download", async (
       const t0 = Date.now();
       await input.stop();
       assert.ok(Date.now() - t0 < 1000, `stopped in ${Date.now() - t0} ms`);
+      assert.deepEqual(env.events(), []);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+test("a saved state of the wrong shape fails the input with an error naming the file and the key; nothing is fetched or posted", async () => {
+  const srv = await serveHttp(feed("https://a.example/\n", null));
+  try {
+    await withEnv(async (env) => {
+      const file = join(env.dir, "state", "op.json");
+      await mkdir(join(env.dir, "state"), { recursive: true });
+      const source = hashString(`${srv.base}/feed.txt`);
+      const seen = new SeenSet().toJSON();
+      const bads: Array<[unknown, string]> = [
+        [null, ""], [[], ""], [{ files: [] }, "v"], [{ v: 2, source }, "v"], [{ v: 1, source: "feed.txt" }, "source"],
+        [{ v: 1, source, full_at: -5 }, "full_at"], [{ v: 1, source, full_at: "1700000000000" }, "full_at"],
+        [{ v: 1, source, validators: { etag: 5 } }, "validators.etag"], [{ v: 1, source, seen: { ...seen, n: -1 } }, "seen.n"],
+        [{ v: 1, source, seen, urls: [] }, "urls"],
+      ];
+      for (const [bad, key] of bads) {
+        await writeFile(file, JSON.stringify(bad));
+        const input = env.start({ url: `${srv.base}/feed.txt`, interval: "100ms" });
+        let outcome: unknown = "running";
+        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
+        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
+        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
+        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
+      }
+      assert.equal(srv.requests.length, 0);
       assert.deepEqual(env.events(), []);
     });
   } finally {

@@ -1,12 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { gzipSync } from "fflate";
 import plugin from "./index.ts";
 import { defaultDumpUrl } from "./input.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
+import { FatalInputError } from "../../agent/plugin.ts";
+import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -260,6 +263,37 @@ test("stop ends run() within a second even in the middle of a download", async (
       await input.stop();
       assert.ok(Date.now() - t0 < 1000, `stopped in ${Date.now() - t0} ms`);
       assert.deepEqual(env.jsonLines(), []);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+test("a saved state of the wrong shape fails the input with an error naming the file and the key; nothing is fetched or posted", async () => {
+  const { text } = await fixture();
+  const srv = await serveHttp(dump(enc(text), null));
+  try {
+    await withEnv(async (env) => {
+      const file = join(env.dir, "state", "pt.json");
+      await mkdir(join(env.dir, "state"), { recursive: true });
+      const source = hashString(opts(srv).url);
+      const seen = new SeenSet().toJSON();
+      const bads: Array<[unknown, string]> = [
+        [null, ""], ["{}", ""], [{ files: [] }, "v"], [{ v: 1, source: null }, "source"], [{ v: 1, source, full_at: -1 }, "full_at"],
+        [{ v: 1, source, validators: { etag: '"e"', date: "today" } }, "validators"], [{ v: 1, source, seen: { ...seen, keys: "AAAAAAAAAAA=" } }, "seen.keys"],
+        [{ v: 1, source, seen: { ...seen, v: "1" } }, "seen.v"],
+      ];
+      for (const [bad, key] of bads) {
+        await writeFile(file, JSON.stringify(bad));
+        const input = env.start(opts(srv));
+        let outcome: unknown = "running";
+        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
+        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
+        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
+        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
+      }
+      assert.equal(srv.requests.length, 0);
+      assert.deepEqual(env.events(), []);
     });
   } finally {
     await srv.close();
