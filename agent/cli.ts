@@ -1,6 +1,6 @@
 // The cybexp-agent command line. Talks to a running daemon through <data_dir>/runningconfig.
 import { spawn } from "node:child_process";
-import { openSync, closeSync, readFileSync } from "node:fs";
+import { openSync, closeSync, readFileSync, readSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { inputPlugins } from "../plugins/index.ts";
 import { Agent, AlreadyRunningError } from "./agent.ts";
 import { ConfigError, defaultConfigPath, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage, stderrSink } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
@@ -165,7 +165,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
       throw err;
     }
     const onSignal = (sig: string) => {
-      process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: "info", msg: `received ${sig}` }) + "\n");
+      stderrSink.write(JSON.stringify({ ts: new Date().toISOString(), level: "info", msg: `received ${sig}` }) + "\n");
       void agent.shutdown();
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
@@ -178,10 +178,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     const config = await loadConfig(p.configPath, inputPlugins);
     if (p.positionals.length) return inputAction(config, "start", p.positionals);
     const running = await readRunningConfig(config.agent.dataDir);
-    if (running) {
-      console.log(`cybexp-agent is already running (pid ${running.pid}, ${running.url})`);
-      return EXIT.ok;
-    }
+    if (running) throw new CliError(new AlreadyRunningError(config.agent.dataDir, running.pid).message);
     const rc = await startDaemon(config);
     console.log(`cybexp-agent started (pid ${rc.pid}, control ${rc.url}, log ${join(config.agent.dataDir, "agent.log")})`);
     return EXIT.ok;
@@ -357,6 +354,9 @@ async function startDaemon(config: AgentConfig): Promise<RunningConfig> {
       }
     }
   }
+  // Started at the same time as another daemon on this data_dir, which won the lock.
+  const lost = AlreadyRunningError.pattern.exec(logSince(logPath, logStart));
+  if (exited !== undefined && lost) throw new CliError(lost[0]);
   const reason = logErrors(logPath, logStart);
   if (exited === undefined) {
     try {
@@ -369,21 +369,32 @@ async function startDaemon(config: AgentConfig): Promise<RunningConfig> {
 
 function safeSize(path: string): number {
   try {
-    return readFileSync(path).length;
+    return statSync(path).size;
   } catch {
     return 0;
   }
 }
 
-/** Error lines the daemon logged since `from`, as one line. */
-function logErrors(path: string, from: number): string {
-  let text = "";
+/** What the log got since byte `from` (the last 64 KiB of it at most). */
+function logSince(path: string, from: number): string {
+  let fd: number | undefined;
   try {
-    text = readFileSync(path).subarray(from).toString("utf8");
+    fd = openSync(path, "r");
+    const end = statSync(path).size;
+    const start = Math.max(from, end - 65536);
+    const buf = Buffer.alloc(Math.max(0, end - start));
+    const n = readSync(fd, buf, 0, buf.length, start);
+    return buf.subarray(0, n).toString("utf8");
   } catch {
     return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  const msgs = text
+}
+
+/** Error lines the daemon logged since `from`, as one line. */
+function logErrors(path: string, from: number): string {
+  const msgs = logSince(path, from)
     .split("\n")
     .filter(Boolean)
     .map((l) => {

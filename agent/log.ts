@@ -8,9 +8,22 @@ export interface LogSink {
   write(line: string): void;
 }
 
-const stderrSink: LogSink = {
+let stderrGuarded = false;
+
+/** Log lines on stderr. A failed write (a full disk under the daemon's agent.log, a closed pipe)
+ *  loses that line and never ends the process: Deno throws it, Bun emits it as an "error"
+ *  event, which would be fatal without a listener. */
+export const stderrSink: LogSink = {
   write(line) {
-    process.stderr.write(line);
+    if (!stderrGuarded) {
+      stderrGuarded = true;
+      process.stderr.on("error", () => {});
+    }
+    try {
+      process.stderr.write(line);
+    } catch {
+      // the line is lost; the agent goes on
+    }
   },
 };
 
