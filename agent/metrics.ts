@@ -7,7 +7,10 @@ export interface MetricsSnapshot {
   output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number };
   /** Upload bytes, uploads in flight, and what the API accepted per input. */
   delivery: { bytes: number; inflight: number; per_input: Map<string, { events: number; uploads: number; bytes: number }> };
-  spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number; blocked?: boolean };
+  spool: {
+    events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number; blocked?: boolean;
+    full?: string | null; free_bytes?: number | null; min_free_bytes?: number; skipped_bytes?: number; skipped_events?: number;
+  };
 }
 
 type Sample = [labels: Record<string, string>, value: number];
@@ -49,5 +52,12 @@ export function renderMetrics(s: MetricsSnapshot): string {
   metric("spool_max_bytes", "gauge", "Spool bound.", [[{}, s.spool.max_bytes]]);
   metric("spool_oldest_event_age_seconds", "gauge", "Age of the oldest undelivered event.", [[{}, s.spool.oldest_event_age_s]]);
   metric("spool_dropped_events_total", "counter", "Events discarded because the spool was full (drop_oldest).", [[{}, s.spool.dropped]]);
+  metric("spool_full", "gauge", "1 while appends wait for room, by reason (max_bytes reached, or free disk below min_free).",
+    (["max_bytes", "min_free"] as const).map((reason) => [{ reason }, s.spool.full === reason ? 1 : 0]));
+  if (s.spool.free_bytes !== undefined && s.spool.free_bytes !== null)
+    metric("spool_filesystem_free_bytes", "gauge", "Free bytes on the data_dir's filesystem at the spool's last look.", [[{}, s.spool.free_bytes]]);
+  metric("spool_min_free_bytes", "gauge", "Free bytes the spool keeps on its filesystem (spool.min_free).", [[{}, s.spool.min_free_bytes ?? 0]]);
+  metric("spool_skipped_bytes_total", "counter", "Bytes of torn or corrupt spool records skipped.", [[{}, s.spool.skipped_bytes ?? 0]]);
+  metric("spool_skipped_events_total", "counter", "Events in torn or corrupt spool records skipped (where their header was readable).", [[{}, s.spool.skipped_events ?? 0]]);
   return out.join("\n") + "\n";
 }

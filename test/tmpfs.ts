@@ -2,7 +2,7 @@
 // temp dir (root only, as CI runs). Where mounting is not permitted, the tests that need one
 // are skipped with the reason instead of pretending.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -28,8 +28,10 @@ export const cannotMount: string | false = (() => {
   }
 })();
 
-export function mountSmallDisk(mib: number): SmallDisk {
-  const dir = mkdtempSync(join(tmpdir(), "small-disk-"));
+/** A tmpfs of `mib` MiB on a new temp dir, or on `at` (an empty folder, created if missing). */
+export function mountSmallDisk(mib: number, at?: string): SmallDisk {
+  const dir = at ?? mkdtempSync(join(tmpdir(), "small-disk-"));
+  mkdirSync(dir, { recursive: true });
   try {
     execFileSync("mount", ["-t", "tmpfs", "-o", `size=${mib}m`, "tmpfs", dir], { stdio: "pipe" });
   } catch (err) {
