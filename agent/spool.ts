@@ -477,6 +477,7 @@ export class Spool {
 
   private unlinking = new Set<Promise<void>>();
   private ackFlushScheduled = false;
+  private ackWritesFailing = false;
   private ackSegs = new Set<Segment>();
 
   private constructor(opts: SpoolOptions) {
@@ -1365,9 +1366,15 @@ export class Spool {
       try {
         seg.ackFd ??= fs.openSync(seg.ackFile, "a");
         writeFully(seg.ackFd, buf, buf.length, null);
+        if (this.ackWritesFailing) {
+          this.ackWritesFailing = false;
+          this.log.info("spool: acks are recorded again", { segment: seg.name });
+        }
       } catch (err) {
-        // Only costs a re-delivery after a crash.
-        this.log.warn("spool: cannot record acks", { segment: seg.name, error: errorMessage(err) });
+        // Only costs a re-delivery after a crash; said once, not for every upload (a full disk
+        // fails every ack write until there is room again).
+        if (!this.ackWritesFailing) this.log.warn("spool: cannot record acks (after a crash these events would be sent again)", { segment: seg.name, error: errorMessage(err) });
+        this.ackWritesFailing = true;
       }
     }
     this.ackSegs.clear();
