@@ -1,17 +1,21 @@
 // The `syslog` input: UDP, TCP and TLS (RFC 5425) listeners that parse RFC 5424 / RFC 3164
 // messages (and their real-world variants) into JSON events. Each message is written as its
 // JSON line straight from the received bytes; lines arriving in one tick are emitted as one
-// batch. While the spool cannot keep up, TCP and TLS sockets stop reading and UDP datagrams
-// are dropped and counted: UDP has no way to push back.
+// batch. While the spool cannot keep up or refuses a write, TCP and TLS sockets stop reading
+// and UDP datagrams are dropped and counted (UDP has no way to push back); a refused batch is
+// kept and written again, never dropped.
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { z } from "zod";
 import { FatalInputError, defineInput, type InputContext } from "../../agent/plugin.ts";
 import { errorMessage } from "../../agent/log.ts";
+import { Backoff, sleep } from "../../agent/helpers/backoff.ts";
 import { duration, size } from "../../agent/units.ts";
 import { SyslogFramer, type MessageSink } from "./framer.ts";
 import { JsonLineBuffer } from "./json-lines.ts";
+import { KernelUdpDrops } from "./kernel-drops.ts";
+import { Throttled } from "./throttled.ts";
 import { eventTail, writeSyslogEvent, type MessageContext } from "./parse.ts";
 import { TLS_PAUSE_STOPS_READING, loadTlsMaterial } from "./tls.ts";
 
@@ -67,24 +71,49 @@ export interface QueueLimits {
 }
 
 const UDP_RECV_BUFFER_BYTES = 8 * 1024 * 1024;
+/** How often the kernel's drop counts of the UDP sockets are read (a small file each time). */
+const KERNEL_DROPS_READ_MS = 2_000;
 
 export const DEFAULT_LIMITS: QueueLimits = {
   tcpPauseEvents: 10_000, tcpPauseBytes: 4 * 1024 * 1024, udpDropEvents: 50_000, udpDropBytes: 16 * 1024 * 1024,
 };
 const EMIT_BATCH = 5_000;
 
-/** Collects event lines and emits them once per tick, one emit in flight at a time. */
+/** A refused emit is retried after a full-jitter delay of at most this, growing from RETRY_BASE_MS. */
+const RETRY_BASE_MS = 50;
+const RETRY_CAP_MS = 2_000;
+
+/** What the batcher tells the input about the spool. */
+export interface BatcherEvents {
+  /** TCP and TLS reading must stop (true) or may go on (false). */
+  pressure(paused: boolean): void;
+  /** The spool refused the batch in flight (not because the input is stopping); it is kept and retried. */
+  refused(err: unknown): void;
+  /** A refused batch was taken after `attempts` refusals, `ms` after the first. */
+  recovered(attempts: number, ms: number): void;
+  /** The input stopped while the spool refused `events` events: they are not spooled. */
+  lost(err: unknown, events: number): void;
+}
+
+/**
+ * Collects event lines and emits them once per tick, one emit in flight at a time. A batch the
+ * spool refuses is kept and emitted again (same batch, so order holds) until it is taken or the
+ * input stops; meanwhile TCP and TLS reading stays paused, as on a full spool.
+ */
 class Batcher {
   /** Event lines not emitted yet. */
   readonly lines = new JsonLineBuffer();
   private scheduled = false;
   private inFlight: Promise<void> | null = null;
   private paused = false;
+  /** The batch in flight was refused and waits for its next attempt. */
+  private refusing = false;
+  private readonly backoff = new Backoff({ baseMs: RETRY_BASE_MS, capMs: RETRY_CAP_MS });
 
   constructor(
     private readonly ctx: InputContext,
     private readonly limits: QueueLimits,
-    private readonly onPressure: (paused: boolean) => void,
+    private readonly events: BatcherEvents,
   ) {}
 
   /** Whether a UDP datagram must be dropped now. */
@@ -92,17 +121,32 @@ class Batcher {
     return this.inFlight !== null && (this.lines.lines >= this.limits.udpDropEvents || this.lines.length >= this.limits.udpDropBytes);
   }
 
+  /** Whether the spool is refusing the batch in flight. */
+  get retrying(): boolean {
+    return this.refusing;
+  }
+
+  /** Events received and not handed to the spool yet (the batch in flight not counted). */
+  get queued(): number {
+    return this.lines.lines;
+  }
+
   private get overPauseLimit(): boolean {
     return this.lines.lines >= this.limits.tcpPauseEvents || this.lines.length >= this.limits.tcpPauseBytes;
+  }
+
+  /** Pauses or resumes TCP reading to match the queue and the spool. */
+  private updatePressure(): void {
+    const pause = this.refusing || (this.inFlight !== null && this.overPauseLimit);
+    if (pause === this.paused) return;
+    this.paused = pause;
+    this.events.pressure(pause);
   }
 
   /** Call after writing lines: schedules their emit, and pauses TCP if too many wait. */
   added(): void {
     if (this.lines.lines === 0) return;
-    if (this.inFlight && !this.paused && this.overPauseLimit) {
-      this.paused = true;
-      this.onPressure(true);
-    }
+    this.updatePressure();
     if (!this.scheduled && !this.inFlight) {
       this.scheduled = true;
       setImmediate(() => {
@@ -115,17 +159,39 @@ class Batcher {
   private pump(): void {
     if (this.inFlight || this.lines.lines === 0) return;
     const batch = this.lines.take(EMIT_BATCH);
-    this.inFlight = this.ctx.emitJsonLines(batch).then(
-      () => {},
-      (err) => this.ctx.reportError(err),
-    ).then(() => {
+    this.inFlight = this.emitUntilTaken(batch).then(() => {
       this.inFlight = null;
-      if (this.paused && !this.overPauseLimit) {
-        this.paused = false;
-        this.onPressure(false);
-      }
       this.pump();
+      this.updatePressure();
     });
+  }
+
+  /** Emits `batch`, again after each refusal, until the spool takes it or the input stops. */
+  private async emitUntilTaken(batch: string[]): Promise<void> {
+    let attempts = 0;
+    let since = 0;
+    for (;;) {
+      try {
+        await this.ctx.emitJsonLines(batch);
+        if (attempts > 0) {
+          this.refusing = false;
+          this.backoff.reset();
+          this.events.recovered(attempts, Date.now() - since);
+        }
+        return;
+      } catch (err) {
+        if (this.ctx.signal.aborted) {
+          this.refusing = false;
+          this.events.lost(err, batch.length);
+          return;
+        }
+        if (attempts++ === 0) since = Date.now();
+        this.refusing = true;
+        this.updatePressure();
+        this.events.refused(err);
+        await sleep(this.backoff.next(), this.ctx.signal);
+      }
+    }
   }
 
   /** Resolves once everything queued is emitted, or after `ms`. */
@@ -178,22 +244,68 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
   const servers: Server[] = [];
   const udps: UdpSocket[] = [];
   const listening: string[] = [];
-  let udpDropped = 0;
+  /** Datagrams dropped because too many events waited for the spool ... */
+  let udpQueueDropped = 0;
+  /** ... and datagrams the kernel dropped before they could be read (its receive buffer was full). */
+  let udpKernelDropped = 0;
   let truncated = 0;
   let rejected = 0;
   let tlsFailures = 0;
   let tcpPaused = false;
+  let emitFailures = 0;
 
   const showDetail = () =>
     ctx.setDetail({
-      listening, connections: connections.size, tcp_paused: tcpPaused, udp_dropped: udpDropped, truncated, rejected_connections: rejected,
+      listening, connections: connections.size, tcp_paused: tcpPaused,
+      udp_dropped: udpQueueDropped + udpKernelDropped, udp_dropped_kernel: udpKernelDropped, truncated, rejected_connections: rejected,
+      emit_retrying: batcher.retrying, emit_failures: emitFailures,
       ...(tls ? { tls_handshake_failures: tlsFailures } : {}),
     });
 
-  const batcher = new Batcher(ctx, limits, (paused) => {
-    tcpPaused = paused;
-    for (const s of readers) paused ? s.pause() : s.resume();
-    showDetail();
+  let lastEmitError: unknown = null;
+  let lastRefusedIp: string | null = null;
+  const throttled = {
+    emitRefused: new Throttled((n) => {
+      ctx.log.error("the spool refused events: they are kept, TCP reading is paused, and the write is retried", {
+        error: errorMessage(lastEmitError), refusals: n, emit_failures: emitFailures, queued_events: batcher.queued,
+      });
+      ctx.reportError(new Error(`spool refused events (${errorMessage(lastEmitError)}); retrying`));
+    }),
+    refusedConnections: new Throttled((n) =>
+      ctx.log.warn("TCP connections refused: max_connections reached", {
+        refused: n, rejected_connections: rejected, max_connections: opts.max_connections, source_ip: lastRefusedIp,
+      })),
+    udpQueueDrops: new Throttled((n) =>
+      ctx.log.warn("UDP datagrams dropped: too many events wait for the spool", { dropped: n, udp_dropped: udpQueueDropped + udpKernelDropped })),
+    udpKernelDrops: new Throttled((n) => {
+      ctx.log.warn("UDP datagrams dropped by the kernel: they arrived faster than the input read them", {
+        dropped: n, udp_dropped: udpQueueDropped + udpKernelDropped,
+      });
+      ctx.reportError(new Error(`${udpKernelDropped} UDP datagrams dropped by the kernel (receive buffer full)`));
+    }),
+  };
+
+  const batcher = new Batcher(ctx, limits, {
+    pressure(paused) {
+      tcpPaused = paused;
+      for (const s of readers) paused ? s.pause() : s.resume();
+      showDetail();
+    },
+    refused(err) {
+      emitFailures++;
+      lastEmitError = err;
+      throttled.emitRefused.hit();
+      showDetail();
+    },
+    recovered(attempts, ms) {
+      ctx.log.info("the spool takes events again", { refusals: attempts, retried_ms: ms });
+      showDetail();
+    },
+    lost(err, events) {
+      ctx.log.error("events not spooled: the input stopped while the spool refused them", { events, error: errorMessage(err) });
+      ctx.reportError(new Error(`${events} events not spooled at stop (${errorMessage(err)})`));
+      showDetail();
+    },
   });
 
   /** Writes each message it is given as an event line from this source. */
@@ -206,8 +318,10 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
   const admit = (socket: Socket): boolean => {
     if (connections.size >= opts.max_connections) {
       rejected++;
+      lastRefusedIp = normaliseIp(socket.remoteAddress);
       refused.add(socket);
       socket.destroy();
+      throttled.refusedConnections.hit();
       showDetail();
       return false;
     }
@@ -248,7 +362,12 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
         socket.destroy();
       }
     });
-    socket.on("end", () => {
+    // The bytes after the last complete message are the last message, whether the sender
+    // ended the stream or the connection was cut (reset, idle_timeout, stop): they were received.
+    let flushed = false;
+    const flushRest = () => {
+      if (flushed) return;
+      flushed = true;
       try {
         events.mc.now = Date.now();
         framer.flush(events.write);
@@ -256,10 +375,16 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       } catch (err) {
         ctx.reportError(err);
       }
+    };
+    socket.on("end", () => {
+      flushRest();
       socket.end();
     });
     socket.on("error", () => {});
-    socket.on("close", () => readers.delete(socket));
+    socket.on("close", () => {
+      readers.delete(socket);
+      flushRest();
+    });
   };
 
   // Scanners, plain-TCP senders and clients without a valid certificate are routine on a TLS
@@ -308,10 +433,11 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
 
   const acceptUdp = (msg: Uint8Array, ip: string | null) => {
     if (batcher.full) {
-      udpDropped++;
-      if (udpDropped === 1 || udpDropped % 1000 === 0) {
-        ctx.reportError(new Error(`spool full: ${udpDropped} UDP datagrams dropped`));
+      udpQueueDropped++;
+      if (udpQueueDropped === 1 || udpQueueDropped % 1000 === 0) {
+        ctx.reportError(new Error(`spool full: ${udpQueueDropped} UDP datagrams dropped`));
       }
+      throttled.udpQueueDrops.hit();
       showDetail();
       return;
     }
@@ -328,6 +454,20 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     w.write(msg, 0, end);
     batcher.added();
   };
+
+  const udpPorts: number[] = [];
+  const kernelDrops = new KernelUdpDrops(() => udpPorts);
+  let dropsTimer: ReturnType<typeof setInterval> | null = null;
+  let dropsReading: Promise<void> | null = null;
+  const readKernelDrops = (): Promise<void> =>
+    (dropsReading ??= kernelDrops.read().then((n) => {
+      if (n === null || n <= udpKernelDropped) return;
+      const added = n - udpKernelDropped;
+      udpKernelDropped = n;
+      throttled.udpKernelDrops.hit(added);
+      showDetail();
+    }).catch((err) => ctx.log.debug("reading the kernel's UDP drop counts failed", { error: errorMessage(err) }))
+      .finally(() => (dropsReading = null)));
 
   const shownHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
 
@@ -359,17 +499,24 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
             ctx.reportError(err);
           }
         });
+        udpPorts.push(udp.address().port);
         listening.push(`udp://${shownHost(l.host)}:${udp.address().port}`);
       }
     }
     showDetail();
     ctx.log.info("syslog listening", { listening });
+    if (udpPorts.length > 0) dropsTimer = setInterval(readKernelDrops, KERNEL_DROPS_READ_MS);
     await new Promise<void>((resolve) => {
       if (ctx.signal.aborted) return resolve();
       ctx.signal.addEventListener("abort", () => resolve(), { once: true });
     });
   } finally {
     for (const s of servers) s.close();
+    if (dropsTimer !== null) {
+      clearInterval(dropsTimer);
+      // The kernel's count goes with the socket: read it once more before closing.
+      await readKernelDrops();
+    }
     for (const u of udps) {
       try {
         u.close();
@@ -381,6 +528,10 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
     for (const s of connections) s.destroy();
     // What was received is handed over if the spool takes it quickly; stop must not hang on a full spool.
     await batcher.drain(500);
+    if (batcher.queued > 0) {
+      ctx.log.warn("events not spooled: the input stopped while the spool was not taking them", { events: batcher.queued });
+    }
+    for (const t of Object.values(throttled)) t.close();
   }
 }
 

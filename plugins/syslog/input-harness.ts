@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { connect } from "node:net";
 import plugin, { runSyslog, type QueueLimits } from "./index.ts";
 import type { SyslogEvent } from "./parse.ts";
-import type { Logger } from "../../agent/plugin.ts";
+import type { InputContext, Logger } from "../../agent/plugin.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
@@ -20,15 +20,35 @@ import { drainSpool } from "../../test/plugin-harness.ts";
 export interface Harness {
   /** The bound address of the first listener of `proto` ("udp", "tcp", "tls"). */
   addr(proto: string): { host: string; port: number };
-  /** Waits until at least `n` events were spooled; returns all spooled so far, in order. */
+  /** Waits until at least `n` events were spooled; returns all spooled so far, in order (events(0): no waiting). */
   events(n: number): Promise<SyslogEvent[]>;
   counters: InputCounters;
+}
+
+/**
+ * Failure injection for the spool's write path: while `failing`, the input's emitJsonLines
+ * rejects with an EIO error (as a failing disk would) without reaching the spool, which stays
+ * real, as do the sockets. `rejected` counts the refusals.
+ */
+export interface EmitFault {
+  failing: boolean;
+  rejected: number;
 }
 
 export interface HarnessOptions {
   spoolBytes?: number;
   limits?: QueueLimits;
   log?: Logger;
+  emitFault?: EmitFault;
+}
+
+function injectEmitFault(c: InputContext, fault: EmitFault): void {
+  const emit = c.emitJsonLines;
+  c.emitJsonLines = (lines, opts) => {
+    if (!fault.failing) return emit(lines, opts);
+    fault.rejected++;
+    return Promise.reject(Object.assign(new Error("EIO: i/o error, write"), { code: "EIO", errno: -5, syscall: "write" }));
+  };
 }
 
 export async function withInput(raw: Record<string, unknown>, fn: (t: Harness) => Promise<void>, o: HarnessOptions = {}): Promise<void> {
@@ -37,6 +57,7 @@ export async function withInput(raw: Record<string, unknown>, fn: (t: Harness) =
   const state = new StateStore(join(dir, "state"));
   const ac = new AbortController();
   const c = createInputContext({ name: "sys", spool, state, route: "sys", log: o.log ?? silentLogger, signal: ac.signal, hostname: "test" });
+  if (o.emitFault) injectEmitFault(c, o.emitFault);
   const opts = plugin.options.parse(raw);
   const done = o.limits ? runSyslog(opts, c, o.limits) : plugin.create(opts, c).run();
   let failed: unknown;
@@ -58,7 +79,7 @@ export async function withInput(raw: Record<string, unknown>, fn: (t: Harness) =
       },
       async events(n) {
         const until = Date.now() + 5000;
-        while (got.length < n) {
+        for (;;) {
           for (const { event } of drainSpool(spool, [])) got.push(JSON.parse(event));
           if (got.length >= n) break;
           if (Date.now() > until) assert.fail(`expected ${n} events, got ${got.length}`);

@@ -6,6 +6,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, createServer } from "node:net";
 import { createSocket } from "node:dgram";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import fc from "fast-check";
 import plugin, { DEFAULT_LIMITS } from "./index.ts";
 import { eventTail, parseSyslog, writeSyslogEvent, type SyslogEvent } from "./parse.ts";
@@ -14,8 +16,10 @@ import { SyslogFramer, type MessageSink } from "./framer.ts";
 import { Spool } from "../../agent/spool.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
-import { silentLogger } from "../../agent/log.ts";
-import { LOGGEN, loggen, sendTcp, split, withInput } from "./input-harness.ts";
+import { createLogger, silentLogger } from "../../agent/log.ts";
+import { LOGGEN, loggen, sendTcp, split, withInput, type EmitFault } from "./input-harness.ts";
+import { Throttled } from "./throttled.ts";
+import { KernelUdpDrops, parseUdpTable } from "./kernel-drops.ts";
 import { until } from "../../test/until.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
@@ -384,6 +388,197 @@ test("input: max_connections refuses extra connections; idle connections are clo
     const idleFor = await first.closed;
     assert.ok(idleFor >= 100, `closed after ${idleFor} ms`);
   });
+});
+
+/** A logger that keeps its lines, parsed. */
+function captureLog() {
+  const lines: Array<Record<string, any>> = [];
+  return { lines, log: createLogger("debug", { write: (l) => void lines.push(JSON.parse(l)) }) };
+}
+
+test("input: a refused emit is kept and retried with TCP paused; 10 connections x 1,000 messages each arrive once, in order", async () => {
+  const fault: EmitFault = { failing: true, rejected: 0 };
+  const { lines, log } = captureLog();
+  const conns = 10, perConn = 1000;
+  await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
+    const { port } = t.addr("tcp");
+    const senders = Array.from({ length: conns }, (_, c) => {
+      const body: string[] = [];
+      for (let i = 0; i < perConn; i++) body.push(`<13>Nov 27 10:00:00 host app[${c}]: conn ${c} seq ${i}\n`);
+      // In several writes, so the input reads (and emits) each connection in several batches.
+      return sendTcp(port, Array.from({ length: 10 }, (_, k) => enc(body.slice(k * 100, (k + 1) * 100).join(""))));
+    });
+    // Awaited below; a failed assertion before that must not leave their rejections unhandled.
+    for (const s of senders) s.catch(() => {});
+    await until(() => fault.rejected >= 3, "three refused emits");
+    const d = t.counters.detail;
+    assert.equal(d.tcp_paused, true, "TCP reading paused while the spool refuses");
+    assert.equal(d.emit_retrying, true);
+    assert.ok((d.emit_failures as number) >= 3);
+    assert.ok(t.counters.errors >= 1);
+    assert.match(t.counters.last_error ?? "", /spool refused events \(EIO/);
+    fault.failing = false;
+    const evs = await t.events(conns * perConn);
+    await Promise.all(senders);
+    await until(() => t.counters.detail.emit_retrying === false && t.counters.detail.tcp_paused === false, "retry over, reading resumed", 3000);
+    const all = await t.events(0);
+    assert.equal(all.length, conns * perConn, "nothing twice");
+    const next = new Array<number>(conns).fill(0);
+    for (const e of evs) {
+      const [, c, i] = /^conn (\d+) seq (\d+)$/.exec(e.message!)!.map(Number);
+      assert.equal(i, next[c!], `connection ${c}: seq ${i} in order`);
+      next[c!]!++;
+    }
+    assert.deepEqual(next, new Array(conns).fill(perConn));
+    assert.equal(t.counters.detail.emit_failures, fault.rejected);
+    const refusedLines = lines.filter((l) => l.msg.startsWith("the spool refused events"));
+    assert.equal(refusedLines.length, 1, "one line, not one per refusal");
+    assert.match(refusedLines[0]!.error, /EIO/);
+    const recovered = lines.filter((l) => l.msg === "the spool takes events again");
+    assert.equal(recovered.length, 1);
+    assert.equal(recovered[0]!.refusals, fault.rejected);
+  }, { emitFault: fault, log });
+  // Every refusal is in some line: the first at once, the rest as a count at most every 10 s or at stop.
+  const counted = lines.filter((l) => l.msg.startsWith("the spool refused events")).reduce((n, l) => n + l.refusals, 0);
+  assert.equal(counted, fault.rejected);
+});
+
+test("input: a stop while the spool refuses ends the retries promptly and logs what was not spooled", async () => {
+  const fault: EmitFault = { failing: true, rejected: 0 };
+  const { lines, log } = captureLog();
+  await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
+    await sendTcp(t.addr("tcp").port, [enc("<13>Nov 27 10:00:00 host app: one\n<13>Nov 27 10:00:00 host app: two\n")]);
+    await until(() => fault.rejected >= 2, "refused emits");
+  }, { emitFault: fault, log });
+  const lost = lines.filter((l) => l.msg.startsWith("events not spooled"));
+  assert.equal(lost.reduce((n, l) => n + l.events, 0), 2);
+});
+
+test("input: the unterminated last message of a connection cut by idle_timeout is kept", async () => {
+  await withInput({ listen: ["tcp://127.0.0.1:0"], idle_timeout: "150ms" }, async (t) => {
+    const closed = new Promise<void>((resolve, reject) => {
+      const s = connect(t.addr("tcp").port, "127.0.0.1", () => s.write("<13>Nov 27 10:00:00 host app: complete\n<13>Nov 27 10:00:00 host app: no newline yet"));
+      s.on("error", reject);
+      s.on("close", () => resolve());
+    });
+    await closed;
+    const evs = await t.events(2);
+    assert.deepEqual(evs.map((e) => e.message), ["complete", "no newline yet"]);
+  });
+});
+
+test("input: connections over max_connections are counted and logged, one line per 10 s with the count since the last", async () => {
+  const { lines, log } = captureLog();
+  await withInput({ listen: ["tcp://127.0.0.1:0"], max_connections: 1 }, async (t) => {
+    const { port } = t.addr("tcp");
+    const open = () => new Promise<{ closed: Promise<void>; socket: ReturnType<typeof connect> }>((resolve, reject) => {
+      const s = connect(port, "127.0.0.1", () => resolve({ socket: s, closed: new Promise((r) => s.on("close", () => r())) }));
+      s.on("error", () => {});
+      s.once("error", reject);
+    });
+    const first = await open();
+    await until(() => t.counters.detail.connections === 1, "the first connection");
+    for (let i = 0; i < 5; i++) await (await open()).closed;
+    assert.equal(t.counters.detail.rejected_connections, 5);
+    const refused = lines.filter((l) => l.msg === "TCP connections refused: max_connections reached");
+    assert.equal(refused.length, 1);
+    assert.deepEqual([refused[0]!.refused, refused[0]!.max_connections, refused[0]!.source_ip], [1, 1, "127.0.0.1"]);
+    first.socket.destroy();
+  }, { log });
+  const refused = lines.filter((l) => l.msg === "TCP connections refused: max_connections reached");
+  assert.deepEqual(refused.map((l) => l.refused), [1, 4], "the rest as one count, at the latest when the input stops");
+});
+
+test("throttled: the first occurrence at once, then one line per interval with the count, the rest at close", async () => {
+  const got: number[] = [];
+  const th = new Throttled((n) => got.push(n), 60);
+  th.hit();
+  th.hit();
+  th.hit(3);
+  assert.deepEqual(got, [1]);
+  await until(() => got.length === 2, "the second line");
+  assert.deepEqual(got, [1, 4]);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.deepEqual(got, [1, 4], "nothing more to say: no line");
+  th.hit();
+  assert.deepEqual(got, [1, 4, 1], "after a quiet interval, at once again");
+  th.hit(2);
+  th.close();
+  assert.deepEqual(got, [1, 4, 1, 2]);
+});
+
+test("kernel drops: /proc/net/udp rows are parsed (port, inode, drops)", () => {
+  const text = [
+    "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops             ",
+    "  123: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17         ",
+    "  124: 00000000:0202 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 0",
+    "garbage",
+  ].join("\n");
+  assert.deepEqual(parseUdpTable(text), [{ port: 0xa1b2, inode: "4242", drops: 17 }, { port: 514, inode: "99", drops: 0 }]);
+  const v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
+    "   88: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 3\n";
+  assert.deepEqual(parseUdpTable(v6), [{ port: 8080, inode: "777", drops: 3 }]);
+});
+
+const NO_PROC = existsSync("/proc/net/udp") && existsSync("/proc/self/fd") ? false : "no /proc/net/udp (not Linux)";
+/** Sends `n` datagrams of `size` bytes to 127.0.0.1:`port` as fast as it can; prints how many were sent. */
+const UDP_BURST = `
+const [port, n, size] = process.argv.slice(1).map(Number);
+const s = require("node:dgram").createSocket("udp4");
+let sent = 0, done = 0;
+for (let i = 0; i < n; i++) {
+  const head = "<13>Nov 27 10:00:00 host app: datagram " + i + " ";
+  s.send(Buffer.from(head + "p".repeat(size - head.length)), port, "127.0.0.1", (err) => {
+    if (!err) sent++;
+    if (++done === n) { console.log(sent); s.close(); }
+  });
+}`;
+
+test("input: datagrams the kernel drops while the input is busy count in udp_dropped; sent = spooled + dropped", { skip: NO_PROC }, async () => {
+  await withInput({ listen: ["udp://127.0.0.1:0"] }, async (t) => {
+    const { port } = t.addr("udp");
+    // spawnSync holds this process, and with it the input, while the child sends: the socket's
+    // receive buffer (8 MiB at most) overflows and the kernel drops the rest.
+    const r = spawnSync("node", ["-e", UDP_BURST, String(port), "4000", "8000"], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const sent = Number(r.stdout.trim());
+    assert.ok(sent > 0, r.stdout);
+    let spooled = 0;
+    await until(async () => {
+      spooled = (await t.events(0)).length;
+      return spooled + ((t.counters.detail.udp_dropped as number) ?? 0) >= sent;
+    }, "every datagram spooled or counted as dropped", 30_000).catch((err) => {
+      throw new Error(`${err.message}: sent ${sent}, spooled ${spooled}, ${JSON.stringify(t.counters.detail)}`);
+    });
+    const d = t.counters.detail;
+    assert.ok((d.udp_dropped_kernel as number) > 0, `kernel drops counted: ${JSON.stringify(d)}`);
+    assert.equal(d.udp_dropped, d.udp_dropped_kernel, "none dropped by the input's own queue");
+    assert.equal(spooled + (d.udp_dropped as number), sent, `sent ${sent} = spooled ${spooled} + dropped ${d.udp_dropped}`);
+    assert.match(t.counters.last_error ?? "", /dropped by the kernel/);
+  });
+});
+
+test("kernel drops: another process's socket on the port is not counted", { skip: NO_PROC }, async () => {
+  // A child binds a UDP port and then never reads, so the kernel drops what it is sent.
+  const child = spawn("node", ["-e", `const s = require("node:dgram").createSocket("udp4");
+    s.bind(0, "127.0.0.1", () => { console.log(s.address().port); const end = Date.now() + 20000; while (Date.now() < end); });`], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim())));
+      child.once("exit", (code) => reject(new Error(`the child exited (${code})`)));
+    });
+    const udp = createSocket("udp4");
+    const table = async () => parseUdpTable(await readFile("/proc/net/udp", "utf8")).filter((r) => r.port === port);
+    for (let i = 0; i < 2000 && !(await table()).some((r) => r.drops > 0); i += 100) {
+      for (let k = 0; k < 100; k++) udp.send(enc("x".repeat(1000)), port, "127.0.0.1");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    udp.close();
+    assert.ok((await table()).some((r) => r.drops > 0), "the child's socket dropped datagrams");
+    assert.equal(await new KernelUdpDrops(() => [port]).read(), 0);
+  } finally {
+    child.kill();
+  }
 });
 
 test("input: a port already in use fails run() instead of hanging", async () => {
