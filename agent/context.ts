@@ -49,6 +49,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
   // Checkpoints are chained so a later state never lands before an earlier one.
   let lastCheckpoint: Promise<void> = Promise.resolve();
   let checkpoints = 0;
+  let newest: Promise<void> = Promise.resolve();
 
   async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
     if (lines.length === 0) return;
@@ -82,15 +83,18 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       const seq = ++checkpoints;
       const next = lastCheckpoint.then(async () => {
         await durable;
-        await saveUntilStored(o, state, () => seq < checkpoints, counters);
+        return saveUntilStored(o, state, () => seq < checkpoints, counters);
       });
       // A failed save is reported but must not wedge every later checkpoint.
-      lastCheckpoint = next.catch((err) => {
+      lastCheckpoint = next.then(() => {}, (err) => {
         counters.errors++;
         counters.last_error = `saving state: ${errorMessage(err)}`;
         o.log.error("saving input state failed", { error: errorMessage(err) });
       });
-      return next;
+      // A checkpoint superseded while it waited for room is done when the later one is saved.
+      const done: Promise<void> = next.then((stored) => (stored ? undefined : newest));
+      newest = done;
+      return done;
     },
     reportError(err: unknown) {
       counters.errors++;
@@ -108,17 +112,17 @@ const NO_SPACE_RETRY_MS = 500;
 
 /**
  * Save the state, waiting out a full disk: a checkpoint that is not saved means the input
- * reads again what the spool already holds (duplicates), so it is retried until it is stored,
- * superseded by a later checkpoint (which saves a later state), or the input has been stopped
- * for a while (the agent is shutting down and cannot wait for ever).
+ * reads again what the spool already holds (duplicates), so it is retried until it is stored
+ * (true), superseded by a later checkpoint that will save a later state (false), or the input
+ * has been stopped for a while (the agent is shutting down and cannot wait for ever).
  */
-async function saveUntilStored(o: ContextOptions, state: unknown, superseded: () => boolean, counters: InputCounters): Promise<void> {
+async function saveUntilStored(o: ContextOptions, state: unknown, superseded: () => boolean, counters: InputCounters): Promise<boolean> {
   let stoppedAt = 0;
   for (let attempt = 0; ; attempt++) {
     try {
       await o.state.save(o.name, state);
       if (attempt > 0) o.log.info("input state saved after the disk had room again", { attempts: attempt + 1 });
-      return;
+      return true;
     } catch (err) {
       if (!isNoSpace(err)) throw err;
       if (o.signal.aborted) stoppedAt ||= Date.now();
@@ -128,9 +132,9 @@ async function saveUntilStored(o: ContextOptions, state: unknown, superseded: ()
         counters.last_error = `saving state: ${errorMessage(err)} (retrying until there is room)`;
         o.log.warn("no space to save the input's state; retrying", { error: errorMessage(err) });
       }
-      if (superseded()) return;
+      if (superseded()) return false;
       await new Promise((r) => setTimeout(r, NO_SPACE_RETRY_MS));
-      if (superseded()) return;
+      if (superseded()) return false;
     }
   }
 }
