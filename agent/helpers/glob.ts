@@ -145,6 +145,14 @@ async function listDir(dir: string): Promise<Dirent[]> {
   }
 }
 
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 async function isFile(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isFile();
@@ -181,6 +189,13 @@ async function walk(dir: string, segs: Segment[], i: number, out: Set<string>): 
   }
 }
 
+/** The parts of an absolute pattern; "dir/**" means every file below dir. */
+function patternParts(pattern: string): string[] {
+  const parts = resolve(pattern).split(sep).filter((p) => p !== "");
+  if (parts[parts.length - 1] === "**") parts.push("*");
+  return parts;
+}
+
 /** The regular files (after following symbolic links) that one brace-free pattern matches. */
 async function expandOne(pattern: string, out: Set<string>): Promise<void> {
   const abs = resolve(pattern);
@@ -189,8 +204,7 @@ async function expandOne(pattern: string, out: Set<string>): Promise<void> {
     if (await isFile(path)) out.add(path);
     return;
   }
-  const parts = abs.split(sep).filter((p) => p !== "");
-  if (parts[parts.length - 1] === "**") parts.push("*"); // "dir/**" means every file below dir
+  const parts = patternParts(abs);
   let base = "/";
   let i = 0;
   while (i < parts.length && !hasGlobMagic(parts[i]!)) base = join(base, unescape(parts[i++]!));
@@ -210,4 +224,76 @@ export async function expandGlobs(patterns: string[], exclude: string[] = []): P
   const excluded = exclude.map((p) => pathMatcher(p));
   const out = [...found].filter((path) => !excluded.some((m) => m(path)));
   return out.sort();
+}
+
+// ---- where to watch ---------------------------------------------------------------------------
+
+/** Tells whether an entry's name (not its path) is one a pattern can use at some level. */
+export type NameTest = (name: string) => boolean;
+
+/**
+ * Where files matching glob patterns can appear, so that directories can be watched instead
+ * of listed: `files` are the existing directories whose entries a pattern can match as files,
+ * `dirs` the existing directories in which a new entry could be (or lead to) a new directory
+ * of `files`: one a wildcard or `**` goes through, or the deepest existing part of a pattern's
+ * directory that does not exist yet. Each comes with the test of an entry's name there.
+ */
+export interface GlobWatchPlan {
+  files: Map<string, NameTest>;
+  dirs: Map<string, NameTest>;
+}
+
+function nameTest(seg: Segment): NameTest {
+  if (seg.kind === "literal") return (name) => name === seg.name;
+  if (seg.kind === "globstar") return (name) => !name.startsWith(".");
+  return (name) => (seg.dotOk || !name.startsWith(".")) && seg.re.test(name);
+}
+
+function addTest(map: Map<string, NameTest>, dir: string, test: NameTest): void {
+  const before = map.get(dir);
+  map.set(dir, before ? (name) => before(name) || test(name) : test);
+}
+
+/** Walks the directories that `segs` (a pattern without its last part) match, as walk() does for files. */
+async function planWalk(dir: string, segs: Segment[], i: number, leaf: NameTest, plan: GlobWatchPlan): Promise<void> {
+  if (i === segs.length) {
+    addTest(plan.files, dir, leaf);
+    return;
+  }
+  const seg = segs[i]!;
+  if (seg.kind === "literal") {
+    const next = join(dir, seg.name);
+    if (await isDirectory(next)) await planWalk(next, segs, i + 1, leaf, plan);
+    else addTest(plan.dirs, dir, nameTest(seg));
+    return;
+  }
+  const test = nameTest(seg);
+  addTest(plan.dirs, dir, test);
+  const entries = await listDir(dir);
+  if (seg.kind === "globstar") {
+    await planWalk(dir, segs, i + 1, leaf, plan);
+    for (const e of entries) {
+      if (e.isDirectory() && test(e.name)) await planWalk(join(dir, e.name), segs, i, leaf, plan);
+    }
+    return;
+  }
+  for (const e of entries) {
+    if (!test(e.name)) continue;
+    const path = join(dir, e.name);
+    if (e.isDirectory() || (e.isSymbolicLink() && (await isDirectory(path)))) await planWalk(path, segs, i + 1, leaf, plan);
+  }
+}
+
+/** The directories to watch for `patterns` (relative ones are relative to the current directory). */
+export async function globWatchPlan(patterns: string[]): Promise<GlobWatchPlan> {
+  const plan: GlobWatchPlan = { files: new Map(), dirs: new Map() };
+  for (const pattern of patterns) {
+    for (const p of expandBraces(pattern)) {
+      const parts = patternParts(p);
+      if (parts.length === 0) continue;
+      const leaf = nameTest(compileSegment(parts[parts.length - 1]!));
+      await planWalk("/", parts.slice(0, -1).map(compileSegment), 0, leaf, plan);
+    }
+  }
+  return plan;
 }

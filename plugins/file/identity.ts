@@ -3,7 +3,11 @@
 // so a new file that reuses a deleted file's inode is not taken for the old one, and a copy
 // of a file we were reading (copytruncate rotation) is recognised by what it contains.
 import { createHash } from "node:crypto";
-import type { FileHandle } from "node:fs/promises";
+
+/** What readHead needs of an open file. */
+export interface PositionalReader {
+  read(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+}
 
 /** How many leading bytes identify a file; shorter files are fingerprinted by what they have. */
 export const FINGERPRINT_BYTES = 1024;
@@ -20,7 +24,7 @@ export function fingerprintOf(bytes: Uint8Array): Fingerprint {
 }
 
 /** Reads up to `max` bytes from the start of the file (fewer if it is shorter). */
-export async function readHead(fh: FileHandle, max = FINGERPRINT_BYTES): Promise<Uint8Array> {
+export async function readHead(fh: PositionalReader, max = FINGERPRINT_BYTES): Promise<Uint8Array> {
   const buf = new Uint8Array(max);
   let got = 0;
   while (got < max) {

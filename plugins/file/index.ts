@@ -4,7 +4,8 @@ import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
 import { FileTailer } from "./tailer.ts";
-import type { FileInputState } from "./tailer.ts";
+import { fileInputState } from "./state.ts";
+import type { FileInputState } from "./state.ts";
 import { ENCODINGS } from "./encoding.ts";
 
 /** A regular expression option: compiled once here, so a bad one is a config error naming its key. */
@@ -53,6 +54,7 @@ export default defineInput({
   type: "file",
   description: "Tail log files (paths and globs), surviving rotation and restarts",
   options,
+  state: fileInputState,
   create(opts, ctx) {
     const tailer = new FileTailer(
       {

@@ -46,6 +46,8 @@ export class LineSplitter {
   private continuing = false;
   /** UTF-16: a last odd byte kept back, so every piece looked at is made of whole code units. */
   private carry: Uint8Array | null = null;
+  /** Bytes are dropped up to and including the next line break: reading began inside a line. */
+  private skipping = false;
   /** Lines longer than the limit, cut into pieces. */
   splitLines = 0;
 
@@ -54,6 +56,16 @@ export class LineSplitter {
   /** Bytes read but not yet handed out as a line (the unfinished last line). */
   get pendingBytes(): number {
     return (this.pending?.length ?? 0) + (this.carry?.length ?? 0);
+  }
+
+  /** The pending bytes continue a line already cut for length: where they start is inside that line. */
+  get inCutLine(): boolean {
+    return this.continuing;
+  }
+
+  /** Reading starts inside a line: what comes before the next line break is a fragment, and is dropped. */
+  skipToNextLine(): void {
+    this.skipping = true;
   }
 
   /** Takes the next chunk of the file (it may be reused by the caller afterwards); complete lines go to `out`. */
@@ -70,6 +82,14 @@ export class LineSplitter {
       }
     }
     const nlBytes = this.codec.nlBytes;
+    if (this.skipping) {
+      const nl = this.codec.firstNl(chunk, 0);
+      if (nl < 0) return;
+      this.skipping = false;
+      chunk = chunk.subarray(nl + nlBytes);
+      at += nl + nlBytes;
+      if (chunk.length === 0) return;
+    }
     const lastNl = this.codec.lastNl(chunk);
     if (lastNl < 0) {
       this.pending = this.pending ? concat(this.pending, chunk) : chunk.slice();
@@ -108,6 +128,7 @@ export class LineSplitter {
     this.pending = null;
     this.carry = null;
     this.continuing = false;
+    this.skipping = false;
   }
 
   /** Whole lines separated by line breaks (none at the end); `end` is the offset after the line break that follows it. */

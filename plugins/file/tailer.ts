@@ -4,30 +4,44 @@
 // poll_interval when nothing grew. A file that stays idle is asked for its size less and
 // less often; the glob listing, which stats every path anyway, wakes it when it changes.
 // Files are held open by descriptor, so a renamed or deleted file is still read to its end.
-// Rotation is noticed without waiting for the next listing: when a file being followed has
-// no new data, its path is looked at too, and if it now names another file, that file is
-// opened at once and the globs are listed early (at most once per poll_interval).
+//
+// Discovery does not wait for the listing: the directories the globs can match in are
+// watched (watch.ts), and a file that appears there is opened inside the event that
+// announced it, before a rotation can rename it away again; from then on its descriptor
+// holds it whatever its name. Without events (a directory that does not exist yet, a file
+// system without them, a broken watch) the listing finds new files, and a followed file
+// whose path names another file at its end has that file opened at once.
 // At most max_open_files are open: when more files have data, a file that is caught up (or
 // has had its turn) gives its descriptor to one that waits.
+//
+// Copies. copytruncate copies a file and truncates it: what the input had not read yet is
+// only in the copy then, so on truncation the rest is read from a copy beside it (same first
+// bytes, same bytes before the offset reached) that the globs do not follow. A copy the globs
+// do follow waits until its original is truncated or gone, then starts where that one ended.
 //
 // Delivery: lines read from several files are handed to the spool in one batch; a file's
 // offset counts as taken only once its batch is in the spool, and the checkpoint (which the
 // core saves once those events are durable) holds only taken offsets. Bytes of an unfinished
 // line or of a multiline event still being built are never covered by a checkpoint.
-import { open, stat } from "node:fs/promises";
-import type { FileHandle } from "node:fs/promises";
+import { readdirSync, statSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import type { InputContext } from "../../agent/plugin.ts";
-import { expandGlobs } from "../../agent/helpers/glob.ts";
+import { expandBraces, expandGlobs, globWatchPlan, pathMatcher } from "../../agent/helpers/glob.ts";
+import type { GlobWatchPlan } from "../../agent/helpers/glob.ts";
 import { sleep } from "../../agent/helpers/backoff.ts";
 import { LineSplitter, toJsonEvents, toMessageEvents } from "./lines.ts";
 import { MultilineJoiner } from "./multiline.ts";
 import { codecFor } from "./encoding.ts";
 import type { Codec, EncodingName } from "./encoding.ts";
 import { openFilesCap, openFilesLimit } from "./fdlimit.ts";
+import { FileFd } from "./handle.ts";
 import {
   checkpointKey, FINGERPRINT_BYTES, fingerprintOf, headMatches, parseCheckpointKey, readHead,
 } from "./identity.ts";
 import type { Fingerprint } from "./identity.ts";
+import type { FileCheckpoint, FileInputState } from "./state.ts";
+import { DirWatchers } from "./watch.ts";
 
 export interface TailOptions {
   paths: string[];
@@ -45,29 +59,36 @@ export interface TailOptions {
   max_open_files: number;
 }
 
-/** What is saved per file: where reading resumes, and how to recognise the file. */
-export interface FileCheckpoint {
-  path: string;
-  offset: number;
-  dev: number;
-  ino: number;
-  size: number;
-}
-
-/** The input's checkpoint, keyed by content fingerprint ("<hash>:<len>"). */
-export interface FileInputState {
-  files: Record<string, FileCheckpoint>;
-}
+export type { FileCheckpoint, FileInputState };
 
 /** A file we stopped following (or knew before a restart), kept to recognise a copy of it. */
 interface Known {
   fp: Fingerprint;
   offset: number;
+  /** The offset is inside a line cut for length: resume exactly there. */
+  cut: boolean;
   dev: number;
   ino: number;
   path: string;
+  /** Its first bytes (up to SAMPLE_BYTES), to suspect a short new file of being a copy of it; empty if unknown. */
+  sample: Uint8Array;
   /** When to forget it (ms since epoch). */
   until: number;
+}
+
+/** A file opened but not followed yet. */
+interface Candidate {
+  path: string;
+  fh: FileFd;
+  st: { dev: number; ino: number; size: number; mtimeMs: number };
+  /** Opened because a watch event announced it: it appeared after the input started. */
+  fromWatch: boolean;
+  head?: Uint8Array;
+  fp?: Fingerprint;
+  start?: number;
+  cut?: boolean;
+  /** It may be a copy of a file still being read, or one still being made: not read until that is clear. */
+  probation?: boolean;
 }
 
 /** How long a file we stopped following is remembered, to recognise a copy made by copytruncate. */
@@ -79,6 +100,11 @@ const TAIL_LOOKBACK = 64 * 1024;
 const IDLE_CHECK_MAX_MS = 1000;
 /** While files wait for a descriptor, an open file gives its own up after this long even if still busy. */
 const OPEN_TURN_MS = 1000;
+/** First bytes of each file kept to tell whether a new, still short file may be a copy of it. */
+const SAMPLE_BYTES = 64;
+/** Last bytes read of each file kept to make sure a copy holds the same bytes up to where reading stopped. */
+const TAIL_BYTES = 32;
+const NO_BYTES: Uint8Array = new Uint8Array(0);
 
 /** A file-system failure while reading one file: it affects that file only. */
 class ReadFailure extends Error {}
@@ -97,16 +123,47 @@ function messageOf(err: unknown): string {
 
 const idOf = (dev: number, ino: number) => `${dev}:${ino}`;
 
+/** Whether the shorter of `a` and `b` is where the longer one starts. */
+function prefixEqual(a: Uint8Array, b: Uint8Array): boolean {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sampleOf(head: Uint8Array): Uint8Array {
+  return head.slice(0, SAMPLE_BYTES);
+}
+
+/** The last TAIL_BYTES of `before` followed by `chunk`. */
+function tailAfter(before: Uint8Array, chunk: Uint8Array): Uint8Array {
+  if (chunk.length >= TAIL_BYTES) return chunk.slice(chunk.length - TAIL_BYTES);
+  const keep = Math.min(before.length, TAIL_BYTES - chunk.length);
+  const out = new Uint8Array(keep + chunk.length);
+  out.set(before.subarray(before.length - keep), 0);
+  out.set(chunk, keep);
+  return out;
+}
+
+function errorCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
 class Tracked {
-  fh: FileHandle | null;
+  fh: FileFd | null;
   path: string;
   readonly dev: number;
   readonly ino: number;
   fp: Fingerprint;
+  /** Its first bytes (up to SAMPLE_BYTES). */
+  sample: Uint8Array;
+  /** The last bytes read (up to TAIL_BYTES, ending at readPos). */
+  tail: Uint8Array = NO_BYTES;
   /** Next byte to read. */
   readPos: number;
   /** End of the last event the spool has taken: where a restart resumes. */
   committed: number;
+  /** `committed` is inside a line cut for length. */
+  committedCut = false;
   /** Size at the last fstat; reads go up to it before stat is asked again. */
   knownSize: number;
   mtimeMs: number;
@@ -117,6 +174,17 @@ class Tracked {
   lastActivity: number;
   /** No glob matches it any more (renamed away or deleted): read to its end, then close. */
   orphaned = false;
+  /** A watch event said it was written to: its size is asked before reading on (it may have been truncated). */
+  changed = false;
+  /**
+   * It may be a copy of a file still being read (not read until that one is truncated or
+   * gone), or a copy still being made (its first bytes are those of a known file, and fewer
+   * than a fingerprint's worth): not in the checkpoint, not read while this holds.
+   */
+  probation: boolean;
+  /** On probation with fewer bytes than a fingerprint: its size and since when it has had it. */
+  probationSize = -1;
+  probationSince = 0;
   /** When it was seen deleted (ms since epoch); 0 while it is not. */
   removedAt = 0;
   /** Its size when it was seen deleted: what was written before, read even after close_removed_after. */
@@ -136,13 +204,15 @@ class Tracked {
   readonly splitter: LineSplitter;
   readonly joiner: MultilineJoiner | null;
 
-  constructor(fh: FileHandle, path: string, st: { dev: number; ino: number; size: number; mtimeMs: number },
-    fp: Fingerprint, start: number, now: number, backoff: number, splitter: LineSplitter, joiner: MultilineJoiner | null) {
+  constructor(fh: FileFd, path: string, st: { dev: number; ino: number; size: number; mtimeMs: number },
+    head: Uint8Array, start: number, now: number, backoff: number, splitter: LineSplitter, joiner: MultilineJoiner | null,
+    probation: boolean) {
     this.fh = fh;
     this.path = path;
     this.dev = st.dev;
     this.ino = st.ino;
-    this.fp = fp;
+    this.fp = fingerprintOf(head);
+    this.sample = sampleOf(head);
     this.readPos = start;
     this.committed = start;
     this.knownSize = st.size;
@@ -153,6 +223,7 @@ class Tracked {
     this.splitter = splitter;
     this.joiner = joiner;
     this.pathSeen = idOf(st.dev, st.ino);
+    this.probation = probation;
   }
 
   get id(): string {
@@ -164,25 +235,28 @@ class Tracked {
     const held = this.joiner ? this.joiner.heldFrom : -1;
     return held >= 0 ? held : this.readPos - this.splitter.pendingBytes;
   }
+
+  /** `offset` is inside a line cut for length (an event being built starts at a line). */
+  get offsetInCutLine(): boolean {
+    return (this.joiner === null || this.joiner.heldFrom < 0) && this.splitter.inCutLine;
+  }
 }
 
-/** Reads a saved state leniently: a damaged entry is skipped (that file is then treated as new). */
-export function parseState(raw: unknown): Known[] {
+/** The saved state (already checked against the plugin's state schema) as files to recognise. */
+export function parseState(saved: FileInputState | undefined): Known[] {
   const out: Known[] = [];
-  const files = (raw as FileInputState | undefined)?.files;
-  if (typeof files !== "object" || files === null) return out;
-  for (const [key, v] of Object.entries(files)) {
+  for (const [key, v] of Object.entries(saved?.files ?? {})) {
     const fp = parseCheckpointKey(key);
-    if (!fp || typeof v !== "object" || v === null) continue;
-    const { path, offset, dev, ino } = v as FileCheckpoint;
-    if (typeof path !== "string" || ![offset, dev, ino].every((n) => Number.isSafeInteger(n) && n >= 0)) continue;
-    out.push({ fp, offset, dev, ino, path, until: 0 });
+    if (!fp) continue; // the schema admits only keys that parse
+    out.push({ fp, offset: v.offset, cut: v.cut === true, dev: v.dev, ino: v.ino, path: v.path, sample: NO_BYTES, until: 0 });
   }
   return out;
 }
 
 export class FileTailer {
   private readonly files = new Map<string, Tracked>();
+  /** The followed file each path names, as last seen. */
+  private readonly byPath = new Map<string, Tracked>();
   /**
    * Entries of the loaded checkpoint not yet matched to a file: kept (and saved again) until
    * every file listed at startup has been opened, then dropped.
@@ -197,6 +271,8 @@ export class FileTailer {
   private remembered: Known[] = [];
   /** Paths listed by the globs but not followed yet for want of a descriptor, with when they were first listed. */
   private unopened = new Map<string, number>();
+  /** Files a watch event announced, opened in the event and waiting to be followed, by device:inode. */
+  private readonly pending = new Map<string, Candidate>();
   /** Files waiting for a descriptor (unopened paths and changed closed files). */
   private demand = 0;
   private openFiles = 0;
@@ -207,10 +283,12 @@ export class FileTailer {
   private readonly idleCheckMax: number;
   /** The glob listing comes often enough to notice a change of an idle file by itself. */
   private readonly scanWakes: boolean;
+  private readonly excluded: (path: string) => boolean;
+  private readonly included: (path: string) => boolean;
   private batch: string[] = [];
   private batchBytes = 0;
-  /** Per file in the batch: its offset once the batch is taken. */
-  private batchOffsets: Array<[Tracked, number]> = [];
+  /** Per file in the batch: its offset once the batch is taken, and whether that offset is inside a cut line. */
+  private batchOffsets: Array<[Tracked, number, boolean]> = [];
   private checkpointing: Promise<void> | null = null;
   private checkpointDirty = false;
   /** The last state handed to ctx.checkpoint, as JSON, so an unchanged state is not saved again on stop. */
@@ -223,6 +301,13 @@ export class FileTailer {
   private scanSoon = false;
   /** When the globs were last listed (ms since epoch). */
   private lastScanAt = 0;
+  /** Where files can appear, and the watches on those directories. */
+  private plan: GlobWatchPlan = { files: new Map(), dirs: new Map() };
+  private readonly watchers: DirWatchers;
+  /** A directory appeared (or a watch was lost) where the globs reach: work out where to watch again. */
+  private replanDue = false;
+  /** Ends the loop's current sleep early (a watch event brought work). */
+  private wakeLoop: (() => void) | null = null;
 
   constructor(private readonly opts: TailOptions, private readonly ctx: InputContext<FileInputState>) {
     this.buf = new Uint8Array(opts.read_bytes);
@@ -231,6 +316,14 @@ export class FileTailer {
     this.maxOpen = opts.max_open_files;
     this.idleCheckMax = Math.max(opts.poll_interval, Math.min(opts.glob_interval, IDLE_CHECK_MAX_MS));
     this.scanWakes = opts.glob_interval <= this.idleCheckMax;
+    const excludes = opts.exclude.map((p) => pathMatcher(p));
+    this.excluded = (path) => excludes.some((m) => m(path));
+    const includes = opts.paths.flatMap((p) => expandBraces(p)).map((p) => pathMatcher(resolve(p)));
+    this.included = (path) => includes.some((m) => m(path)) && !this.excluded(path);
+    this.watchers = new DirWatchers(
+      (dir, type, name) => this.onWatchEvent(dir, type, name),
+      (dir, reason, started) => this.onWatchLost(dir, reason, started),
+    );
   }
 
   async run(): Promise<void> {
@@ -244,24 +337,239 @@ export class FileTailer {
     }
     let nextScan = 0;
     try {
+      // Watching starts before the first listing, so nothing created meanwhile goes unseen.
+      await this.replan(false, true);
       while (!signal.aborted) {
         const now = Date.now();
+        if (this.replanDue) await this.replan(true, false);
         if (now >= nextScan || (this.scanSoon && now >= this.earlyScanAt)) {
           this.scanSoon = false;
           this.lastScanAt = now;
           await this.scan();
           nextScan = Date.now() + this.opts.glob_interval;
         }
-        let progressed = await this.readRound();
+        let progressed = false;
+        if (this.pending.size > 0 && (await this.adoptPending(Date.now())) > 0) progressed = true;
+        if (await this.readRound()) progressed = true;
         if (this.demand > 0 && !signal.aborted && (await this.fillSlots(Date.now()))) progressed = true;
-        if (!progressed && !signal.aborted) {
+        if (!progressed && !signal.aborted && this.pending.size === 0 && !this.replanDue) {
           const wakeAt = this.scanSoon ? Math.min(nextScan, this.earlyScanAt) : nextScan;
-          await sleep(Math.max(1, Math.min(this.opts.poll_interval, wakeAt - Date.now())), signal);
+          await this.pause(Math.max(1, Math.min(this.opts.poll_interval, wakeAt - Date.now())));
         }
       }
     } finally {
+      this.watchers.close();
+      for (const c of this.pending.values()) c.fh.closeSync();
+      this.pending.clear();
       await this.shutdown();
     }
+  }
+
+  /** Sleeps `ms`, or less when stopped or woken by a watch event. */
+  private async pause(ms: number): Promise<void> {
+    const wake = new AbortController();
+    const stop = () => wake.abort();
+    this.wakeLoop = stop;
+    this.ctx.signal.addEventListener("abort", stop, { once: true });
+    try {
+      await sleep(ms, wake.signal);
+    } finally {
+      this.ctx.signal.removeEventListener("abort", stop);
+      this.wakeLoop = null;
+    }
+  }
+
+  private wake(f: Tracked): void {
+    f.nextCheck = 0;
+    f.backoff = this.opts.poll_interval;
+  }
+
+  /** Descriptors held: followed files and files opened by watch events that wait to be followed. */
+  private get fdsInUse(): number {
+    return this.openFiles + this.pending.size;
+  }
+
+  // ---- watching ----------------------------------------------------------------------------
+
+  /**
+   * Works out which directories the globs can match in and watches them. `listNew`: the files
+   * in directories watched now for the first time are looked at at once (a directory made
+   * since the last listing may already hold files, and they may be renamed away soon).
+   */
+  private async replan(listNew: boolean, retryFailed: boolean): Promise<void> {
+    this.replanDue = false;
+    let plan: GlobWatchPlan;
+    try {
+      plan = await globWatchPlan(this.opts.paths);
+    } catch (err) {
+      this.ctx.log.warn("cannot work out which directories to watch; relying on the listing", { error: messageOf(err) });
+      return;
+    }
+    this.plan = plan;
+    const added = this.watchers.update([...plan.files.keys(), ...plan.dirs.keys()], retryFailed);
+    if (!listNew) return;
+    for (const dir of added) {
+      const test = plan.files.get(dir);
+      if (!test) continue;
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) if (test(name)) this.appeared(join(dir, name), true, false);
+    }
+  }
+
+  private onWatchLost(dir: string, reason: string, started: boolean): void {
+    if (started) {
+      // Events may have been missed: look at the directory again, and at its files.
+      this.ctx.log.info("directory watch ended; watching it again", { dir, reason });
+      this.replanDue = true;
+      this.scanSoon = true;
+      this.wakeLoop?.();
+    } else {
+      this.ctx.log.warn("cannot watch directory; new files there are found by the listing every glob_interval", { dir, error: reason });
+    }
+  }
+
+  /** Runs inside a watch event: only synchronous work, so that a new file is open before the event returns. */
+  private onWatchEvent(dir: string, type: string, name: string | null): void {
+    if (this.ctx.signal.aborted) return;
+    if (name === null) {
+      // An event without a name (e.g. the kernel's queue overflowed): the listing tells what changed.
+      this.scanSoon = true;
+      this.wakeLoop?.();
+      return;
+    }
+    const isFile = this.plan.files.get(dir)?.(name) ?? false;
+    const isDir = this.plan.dirs.get(dir)?.(name) ?? false;
+    if (!isFile && !isDir) return;
+    const path = join(dir, name);
+    if (type === "change") {
+      if (isFile) this.written(path);
+    } else {
+      this.appeared(path, isFile, isDir);
+    }
+  }
+
+  /** A watch event says `path` was written to. */
+  private written(path: string): void {
+    const f = this.byPath.get(path);
+    if (!f) {
+      // Not followed: a file that could not be opened before, or one whose creation was not seen.
+      if (!this.firstScan && !this.unopened.has(path)) this.appeared(path, true, false);
+      return;
+    }
+    f.changed = true;
+    this.wake(f);
+    if (f.fh === null && f.waitingSince === 0) {
+      f.waitingSince = Date.now();
+      this.demand++;
+      this.wakeLoop?.();
+    }
+  }
+
+  /**
+   * Something appeared at, or went from, `path`. A regular file the globs match is opened at
+   * once (synchronously: it may be renamed away in a moment, and the descriptor keeps it); a
+   * directory where the globs reach makes the watches be worked out again.
+   */
+  private appeared(path: string, isFile: boolean, isDir: boolean): void {
+    const now = Date.now();
+    let st;
+    try {
+      st = statSync(path);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === "ENOENT" || code === "ENOTDIR") {
+        const f = this.byPath.get(path);
+        if (f) this.lostPath(f, now);
+      }
+      return;
+    }
+    if (st.isDirectory()) {
+      if (isDir) {
+        this.replanDue = true;
+        this.wakeLoop?.();
+      }
+      return;
+    }
+    // Only regular files are opened: opening a FIFO would block.
+    if (!isFile || !st.isFile() || this.excluded(path)) return;
+    const id = idOf(st.dev, st.ino);
+    const before = this.byPath.get(path);
+    if (before && before.id !== id) this.lostPath(before, now);
+    const f = this.files.get(id);
+    if (f) {
+      this.movedTo(f, path);
+      return;
+    }
+    const p = this.pending.get(id);
+    if (p) {
+      p.path = path;
+      return;
+    }
+    if (this.fdsInUse >= this.maxOpen) {
+      if (!this.unopened.has(path)) {
+        this.unopened.set(path, now);
+        this.demand++;
+      }
+      this.wakeLoop?.();
+      return;
+    }
+    let fh: FileFd;
+    try {
+      fh = FileFd.openSync(path);
+    } catch (err) {
+      if (errorCode(err) !== "ENOENT") this.openFailed(path, err);
+      return;
+    }
+    let opened;
+    try {
+      opened = fh.statSync();
+    } catch (err) {
+      fh.closeSync();
+      this.openFailed(path, err);
+      return;
+    }
+    const openedId = idOf(opened.dev, opened.ino);
+    if (!opened.isFile() || this.files.has(openedId) || this.pending.has(openedId)) {
+      fh.closeSync(); // replaced between the two looks: the next event or listing sorts it out
+      return;
+    }
+    this.pending.set(openedId, {
+      path, fh, fromWatch: true, st: { dev: opened.dev, ino: opened.ino, size: opened.size, mtimeMs: opened.mtimeMs },
+    });
+    this.wakeLoop?.();
+  }
+
+  /** A followed file turned up at `path` (renamed within the globs). */
+  private movedTo(f: Tracked, path: string): void {
+    if (f.path !== path) {
+      this.ctx.log.info("file renamed", { from: f.path, to: path });
+      this.setPath(f, path);
+      this.checkpointSoon();
+    }
+    f.orphaned = false;
+    f.removedAt = 0;
+  }
+
+  private setPath(f: Tracked, path: string): void {
+    if (this.byPath.get(f.path) === f) this.byPath.delete(f.path);
+    f.path = path;
+    f.pathSeen = f.id;
+    this.byPath.set(path, f);
+  }
+
+  /** `f`'s path no longer names it: renamed away or deleted. An open file is read to its end. */
+  private lostPath(f: Tracked, now: number): void {
+    if (this.byPath.get(f.path) === f) this.byPath.delete(f.path);
+    if (f.orphaned || f.fh === null) return; // a closed one: the listing forgets it
+    f.orphaned = true;
+    f.lastActivity = now;
+    this.wake(f);
+    this.ctx.log.info("file renamed away or deleted; reading it to its end", { path: f.path });
   }
 
   // ---- discovery -------------------------------------------------------------------------
@@ -273,9 +581,10 @@ export class FileTailer {
 
   /**
    * Looks whether the path of `f` (which has no new data) now names another file: rotation
-   * by rename+create. The new file is opened at once, before it can be renamed out of the
-   * globs' reach, and an early listing tells where `f` went. Only a change is acted on, so
-   * a path that stays gone or names a file that cannot be opened costs a stat, not a listing.
+   * by rename+create, for directories whose events did not tell. The new file is opened at
+   * once, before it can be renamed out of the globs' reach, and (unless the directory is
+   * watched) an early listing tells where `f` went. Only a change is acted on, so a path
+   * that stays gone or names a file that cannot be opened costs a stat, not a listing.
    */
   private async checkPath(f: Tracked, now: number): Promise<void> {
     if (now < f.nextPathCheck) return;
@@ -289,17 +598,23 @@ export class FileTailer {
     }
     if (id === f.pathSeen) return;
     f.pathSeen = id;
-    if (id === "" ? f.orphaned : this.files.has(id)) return;
-    this.ctx.log.debug("path names another file now; listing the globs early", { path: f.path });
+    if (id === "" ? f.orphaned : this.files.has(id) || this.pending.has(id)) return;
     if (id !== "" && !this.unopened.has(f.path)) {
       // The path came from the globs' listing, so it is still one of theirs.
       this.unopened.set(f.path, now);
       this.demand++;
     }
+    if (this.watchers.watching(dirname(f.path))) {
+      if (id !== "") this.lostPath(f, now);
+      return;
+    }
+    this.ctx.log.debug("path names another file now; listing the globs early", { path: f.path });
     this.scanSoon = true;
   }
 
   private async scan(): Promise<void> {
+    await this.replan(false, true);
+    if (this.pending.size > 0) await this.adoptPending(Date.now());
     const now = Date.now();
     const paths = await expandGlobs(this.opts.paths, this.opts.exclude);
     if (this.firstScan) {
@@ -320,17 +635,10 @@ export class FileTailer {
       seen.add(id);
       const f = this.files.get(id);
       if (!f) {
-        fresh.push(path);
+        if (!this.pending.has(id)) fresh.push(path);
         continue;
       }
-      if (f.path !== path) {
-        this.ctx.log.info("file renamed", { from: f.path, to: path });
-        f.path = path;
-        f.pathSeen = id;
-        this.checkpointSoon();
-      }
-      f.orphaned = false;
-      f.removedAt = 0;
+      this.movedTo(f, path);
       if (f.fh === null) {
         if ((st.size !== f.readPos || st.mtimeMs !== f.mtimeMs) && f.waitingSince === 0) f.waitingSince = now;
       } else if (st.size !== f.verifiedSize || st.mtimeMs !== f.verifiedMtime) {
@@ -344,12 +652,10 @@ export class FileTailer {
       if (f.fh === null) {
         // Closed and gone: what it held back will never be finished.
         this.flushHeld(f);
-        this.batchOffsets.push([f, f.readPos]);
+        this.noteEnd(f);
         gone.push(f);
       } else {
-        f.orphaned = true;
-        f.lastActivity = now;
-        this.wake(f);
+        this.lostPath(f, now);
         try {
           const st = await f.fh.stat();
           f.nlink = st.nlink;
@@ -357,7 +663,6 @@ export class FileTailer {
         } catch {
           // the next read reports it
         }
-        this.ctx.log.info("file renamed away or deleted; reading it to its end", { path: f.path });
       }
     }
     await this.flushBatch();
@@ -375,7 +680,7 @@ export class FileTailer {
    * followed, and closed files that changed. True when it opened any.
    */
   private async fillSlots(now: number): Promise<boolean> {
-    let room = this.maxOpen - this.openFiles;
+    let room = this.maxOpen - this.fdsInUse;
     let opened = false;
     if (room > 0) {
       const queue: Array<[number, Tracked | string]> = [];
@@ -412,100 +717,226 @@ export class FileTailer {
     this.startupPaths = null;
   }
 
-  /**
-   * Starts following newly found files: resumed from the checkpoint, as a copy of a known
-   * file, or new. The caller passes no more paths than there are free descriptors. Returns
-   * how many it follows.
-   */
+  /** Follows the files watch events opened. */
+  private adoptPending(now: number): Promise<number> {
+    const found = [...this.pending.values()];
+    this.pending.clear();
+    this.openFiles += found.length; // still held: adoptCandidates counts them out as it closes or follows them
+    return this.adoptCandidates(found, now);
+  }
+
+  /** Opens newly listed paths and follows them. The caller passes no more paths than there are free descriptors. */
   private async adopt(paths: string[], now: number): Promise<number> {
-    interface Candidate {
-      path: string;
-      fh: FileHandle;
-      st: { dev: number; ino: number; size: number; mtimeMs: number };
-      head: Uint8Array;
-      fp: Fingerprint;
-      start?: number;
-    }
     const found: Candidate[] = [];
     for (const path of paths) {
-      let fh: FileHandle;
+      let fh: FileFd;
       try {
-        fh = await open(path, "r");
+        fh = await FileFd.open(path);
       } catch (err) {
         this.openFailed(path, err);
         continue;
       }
+      this.openFiles++;
       try {
         const st = await fh.stat();
-        const id = idOf(st.dev, st.ino);
-        if (!st.isFile() || this.files.has(id) || found.some((c) => idOf(c.st.dev, c.st.ino) === id)) {
-          await fh.close();
+        if (!st.isFile()) {
+          await this.closeCandidate({ path, fh, fromWatch: false, st });
           continue;
         }
-        const head = await readHead(fh);
-        found.push({ path, fh, st, head, fp: fingerprintOf(head) });
-        this.failedPaths.delete(path);
+        found.push({ path, fh, fromWatch: false, st });
       } catch (err) {
-        await fh.close().catch(() => {});
+        await this.closeCandidate({ path, fh, fromWatch: false, st: { dev: 0, ino: 0, size: 0, mtimeMs: 0 } });
         this.openFailed(path, err);
+      }
+    }
+    return this.adoptCandidates(found, now);
+  }
+
+  private async closeCandidate(c: Candidate): Promise<void> {
+    this.openFiles--;
+    await c.fh.close();
+  }
+
+  /**
+   * Starts following opened files (each counted in openFiles): resumed from the checkpoint,
+   * as a copy of a known file, or new. Returns how many it follows.
+   */
+  private async adoptCandidates(candidates: Candidate[], now: number): Promise<number> {
+    const found: Candidate[] = [];
+    for (const c of candidates) {
+      const id = idOf(c.st.dev, c.st.ino);
+      const f = this.files.get(id);
+      if (f || found.some((o) => idOf(o.st.dev, o.st.ino) === id)) {
+        await this.closeCandidate(c);
+        if (f && c.fromWatch) this.movedTo(f, c.path);
+        continue;
+      }
+      try {
+        if (c.fromWatch) {
+          const st = await c.fh.stat();
+          c.st = { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
+        }
+        c.head = await readHead(c.fh);
+        c.fp = fingerprintOf(c.head);
+        found.push(c);
+        this.failedPaths.delete(c.path);
+      } catch (err) {
+        await this.closeCandidate(c);
+        this.openFailed(c.path, err);
       }
     }
 
     // The same file as before a restart: same inode and still the same first bytes.
     for (const c of found) {
-      const i = this.saved.findIndex((k) => k.dev === c.st.dev && k.ino === c.st.ino && headMatches(c.head, k.fp));
+      const i = this.saved.findIndex((k) => k.dev === c.st.dev && k.ino === c.st.ino && headMatches(c.head!, k.fp));
       if (i < 0) continue;
       const k = this.saved.splice(i, 1)[0]!;
-      if (k.offset <= c.st.size) c.start = k.offset;
-      else {
+      if (k.offset <= c.st.size) {
+        c.start = k.offset;
+        c.cut = k.cut;
+      } else {
         c.start = 0;
         this.ctx.log.info("file is shorter than its checkpoint (truncated); reading it from the start", { path: c.path });
       }
     }
-    // A copy of a file we know (copytruncate's copy, a file moved across file systems):
-    // the same first FINGERPRINT_BYTES, so it holds what was already read up to that offset.
-    const deferred: Candidate[] = [];
     for (const c of found) {
-      if (c.start !== undefined || c.fp.len < FINGERPRINT_BYTES) continue;
-      const sameContent = (k: { fp: Fingerprint; offset: number }) =>
-        k.fp.len === c.fp.len && k.fp.hash === c.fp.hash && k.offset <= c.st.size;
-      const savedIdx = this.saved.findIndex(sameContent);
-      const known = savedIdx >= 0 ? this.saved.splice(savedIdx, 1)[0]! : this.remembered.find(sameContent);
+      if (c.start !== undefined) continue;
+      if (c.fp!.len < FINGERPRINT_BYTES) {
+        // Too short to be recognised by its fingerprint: a copy still being made looks like this.
+        if (this.mayBeCopy(c.head!, null)) c.probation = true;
+        continue;
+      }
+      const known = this.takeKnownCopy(c.fp!, c.st.size);
       if (known) {
         c.start = known.offset;
+        c.cut = known.cut;
         this.ctx.log.info("file has the content of a known file; reading it from that file's offset", { path: c.path, offset: known.offset });
-      } else if ([...this.files.values()].some((f) => sameContent({ fp: f.fp, offset: f.committed }))) {
+      } else if (this.liveCopyOf(c.fp!, null)) {
         // A copy of a file still being read (copytruncate has copied but not yet truncated):
         // how far the original will be read is not known until it is truncated, so the copy
-        // waits for a later scan and then starts where the original ended.
-        deferred.push(c);
+        // waits, and then starts where the original ended.
+        c.probation = true;
       }
-    }
-    for (const c of deferred) {
-      found.splice(found.indexOf(c), 1);
-      await c.fh.close().catch(() => {});
     }
     for (const c of found) {
       // start_at concerns files there before the input started that it never saw. A file
       // appearing later, or at a path that had a checkpoint (rotated while the agent was
       // stopped), is new content: read from its start.
-      const unseen = this.startupPaths !== null && this.startupPaths.has(c.path) && !this.savedPaths.has(c.path);
-      const start = c.start ?? (unseen && this.opts.start_at === "end" ? await this.tailStart(c.fh, c.st.size) : 0);
-      const f = new Tracked(c.fh, c.path, c.st, c.fp, start, now, this.opts.poll_interval,
+      const unseen = !c.fromWatch && this.startupPaths !== null && this.startupPaths.has(c.path) && !this.savedPaths.has(c.path);
+      let start = c.start ?? (unseen && this.opts.start_at === "end" ? await this.tailStart(c.fh, c.st.size) : 0);
+      let inLine = false;
+      let tail: Uint8Array = NO_BYTES;
+      if (c.start !== undefined && start > 0) [start, inLine, tail] = await this.resumePoint(c.fh, start, c.cut === true);
+      const f = new Tracked(c.fh, c.path, c.st, c.head!, start, now, this.opts.poll_interval,
         new LineSplitter(this.opts.max_line_bytes, this.codec),
-        this.startPattern ? new MultilineJoiner(this.startPattern, this.opts.max_line_bytes, start) : null);
-      this.openFiles++;
+        this.startPattern ? new MultilineJoiner(this.startPattern, this.opts.max_line_bytes, start) : null,
+        c.probation === true && !unseen);
+      f.tail = tail;
+      if (inLine) {
+        f.splitter.skipToNextLine();
+        this.ctx.log.info("checkpoint is inside a line; resuming at the next line", { path: c.path, offset: start });
+      }
       f.verifiedSize = c.st.size;
       f.verifiedMtime = c.st.mtimeMs;
       this.files.set(f.id, f);
-      this.ctx.log.debug("following file", { path: c.path, offset: start });
+      this.byPath.set(f.path, f);
+      this.ctx.log.debug("following file", { path: c.path, offset: start, waits: f.probation || undefined });
     }
     if (found.length > 0) this.checkpointSoon();
     return found.length;
   }
 
+  /**
+   * Where reading resumes at a saved `offset`, whether that is inside a line (its byte before
+   * is not a line break, and the line was not one cut for length: then what comes before the
+   * next line break is a fragment, skipped), and the bytes before it.
+   */
+  private async resumePoint(fh: FileFd, offset: number, cut: boolean): Promise<[number, boolean, Uint8Array]> {
+    if (this.codec.unitBytes === 2 && (offset & 1) === 1) return [offset + 1, !cut, NO_BYTES]; // inside a character
+    const from = Math.max(0, offset - TAIL_BYTES);
+    const buf = new Uint8Array(offset - from);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, from);
+    const before = buf.subarray(0, bytesRead);
+    const nl = this.codec.nlBytes;
+    const atLineStart = bytesRead === buf.length && before.length >= nl && before[before.length - nl] === 10 && (nl === 1 || before[before.length - 1] === 0);
+    return [offset, !cut && !atLineStart, bytesRead === buf.length ? before.slice() : NO_BYTES];
+  }
+
+  /** A saved or remembered file with the first bytes `fp` stands for, read up to an offset within `size`; a saved one is taken. */
+  private takeKnownCopy(fp: Fingerprint, size: number): Known | undefined {
+    const sameContent = (k: Known) => k.fp.len === fp.len && k.fp.hash === fp.hash && k.offset <= size;
+    const i = this.saved.findIndex(sameContent);
+    return i >= 0 ? this.saved.splice(i, 1)[0]! : this.remembered.find(sameContent);
+  }
+
+  /** A followed file (other than `self`) that starts with the bytes `fp` stands for. */
+  private liveCopyOf(fp: Fingerprint, self: Tracked | null): boolean {
+    for (const f of this.files.values()) {
+      if (f !== self && !f.probation && f.fp.len === fp.len && f.fp.hash === fp.hash) return true;
+    }
+    return false;
+  }
+
+  /** Whether a file whose first bytes are `head` (fewer than a fingerprint's worth) may become a copy of a known file. */
+  private mayBeCopy(head: Uint8Array, self: Tracked | null): boolean {
+    for (const f of this.files.values()) {
+      if (f !== self && !f.probation && f.sample.length > 0 && prefixEqual(f.sample, head)) return true;
+    }
+    return this.remembered.some((k) => k.sample.length > 0 && prefixEqual(k.sample, head));
+  }
+
+  /**
+   * A file on probation: looks again whether it is a copy. True once it may be read (the
+   * start settled), false while it must wait.
+   */
+  private async endProbation(f: Tracked, now: number): Promise<boolean> {
+    if (now < f.nextCheck) return false;
+    const fh = f.fh!;
+    const st = await fsop(fh.stat());
+    const head = await fsop(readHead(fh));
+    f.knownSize = st.size;
+    f.mtimeMs = st.mtimeMs;
+    f.verifiedSize = st.size;
+    f.verifiedMtime = st.mtimeMs;
+    f.fp = fingerprintOf(head);
+    f.sample = sampleOf(head);
+    let settled = false;
+    if (head.length >= FINGERPRINT_BYTES) {
+      const known = this.takeKnownCopy(f.fp, st.size);
+      if (known) {
+        const [start, inLine, tail] = await fsop(this.resumePoint(fh, known.offset, known.cut));
+        f.readPos = f.committed = start;
+        f.tail = tail;
+        f.joiner?.reset(start);
+        if (inLine) f.splitter.skipToNextLine();
+        this.ctx.log.info("file has the content of a known file; reading it from that file's offset", { path: f.path, offset: start });
+        settled = true;
+      } else settled = !this.liveCopyOf(f.fp, f);
+    } else if (!this.mayBeCopy(head, f)) {
+      settled = true;
+    } else if (head.length !== f.probationSize) {
+      f.probationSize = head.length;
+      f.probationSince = now;
+    } else if (head.length > 0 && now - f.probationSince >= this.opts.poll_interval) {
+      settled = true; // stopped growing short of a fingerprint: new content that begins alike
+    }
+    if (!settled) {
+      f.nextCheck = now + this.opts.poll_interval;
+      return false;
+    }
+    f.probation = false;
+    f.lastActivity = now;
+    this.checkpointSoon();
+    return true;
+  }
+
+  /** Files on probation look again at the next round: a file they may be a copy of changed. */
+  private wakeProbation(): void {
+    for (const f of this.files.values()) if (f.probation) this.wake(f);
+  }
+
   /** Where reading starts for start_at = "end": after the last complete line. */
-  private async tailStart(fh: FileHandle, size: number): Promise<number> {
+  private async tailStart(fh: FileFd, size: number): Promise<number> {
     // Even, so a UTF-16 file is looked at in whole code units.
     const from = Math.max(0, size - TAIL_LOOKBACK) & ~1;
     const buf = new Uint8Array(size - from);
@@ -524,9 +955,9 @@ export class FileTailer {
 
   /** A closed file changed: open it again (if it still has the same content). */
   private async reopen(f: Tracked, now: number): Promise<void> {
-    let fh: FileHandle;
+    let fh: FileFd;
     try {
-      fh = await open(f.path, "r");
+      fh = await FileFd.open(f.path);
     } catch (err) {
       this.openFailed(f.path, err);
       return;
@@ -545,18 +976,19 @@ export class FileTailer {
       f.mtimeMs = st.mtimeMs;
       f.lastActivity = now;
       this.wake(f);
-      if (!headMatches(head, f.fp) || st.size < f.readPos) await this.restartFromZero(f, head, "replaced or truncated");
+      if (!f.probation && (!headMatches(head, f.fp) || st.size < f.readPos)) await this.restartFromZero(f, head, "replaced or truncated");
       f.verifiedSize = st.size;
       f.verifiedMtime = st.mtimeMs;
     } catch (err) {
       if (f.fh === fh) await this.closeFile(f);
-      else await fh.close().catch(() => {});
+      else await fh.close();
       this.openFailed(f.path, err);
     }
   }
 
   /** Checks that an open file still starts with the bytes it started with; extends a short fingerprint. */
   private async verify(f: Tracked, size: number, mtimeMs: number): Promise<void> {
+    if (f.probation) return; // its next check looks at all of it
     let head: Uint8Array;
     try {
       head = await readHead(f.fh!);
@@ -578,7 +1010,10 @@ export class FileTailer {
       await this.restartFromZero(f, head, "content replaced");
       return false;
     }
-    if (head.length > f.fp.len) f.fp = fingerprintOf(head);
+    if (head.length > f.fp.len) {
+      f.fp = fingerprintOf(head);
+      if (f.sample.length < SAMPLE_BYTES) f.sample = sampleOf(head);
+    }
     return true;
   }
 
@@ -590,7 +1025,7 @@ export class FileTailer {
     const now = Date.now();
     const timeout = this.opts.multiline?.timeout ?? 0;
     // How many descriptors to give up this round so that waiting files get one.
-    let toFree = this.demand - (this.maxOpen - this.openFiles);
+    let toFree = this.demand - (this.maxOpen - this.fdsInUse);
     for (const f of [...this.files.values()]) {
       if (this.ctx.signal.aborted) return progressed;
       if (f.fh !== null) {
@@ -615,7 +1050,7 @@ export class FileTailer {
       }
       if (f.joiner !== null && f.joiner.holding && now - f.joiner.lastLineAt >= timeout) {
         f.joiner.flush(this.batch);
-        this.batchOffsets.push([f, f.offset]);
+        this.noteOffset(f);
       }
       if (this.batchBytes >= this.opts.read_bytes) await this.flushBatch();
     }
@@ -626,9 +1061,11 @@ export class FileTailer {
   /** Reads the next chunk of `f` into the batch; false when it has nothing new. */
   private async readOnce(f: Tracked, now: number): Promise<boolean> {
     const fh = f.fh!;
-    if (f.readPos >= f.knownSize) {
+    if (f.probation && !(await this.endProbation(f, now))) return false;
+    if (f.readPos >= f.knownSize || f.changed) {
       // A file that went to another name or away is watched closely: nothing else will tell when it ends.
-      if (now < f.nextCheck && !f.orphaned) return false;
+      if (now < f.nextCheck && !f.orphaned && !f.changed) return false;
+      f.changed = false;
       const st = await fsop(fh.stat());
       f.mtimeMs = st.mtimeMs;
       f.nlink = st.nlink;
@@ -652,13 +1089,19 @@ export class FileTailer {
       f.knownSize = f.readPos; // shrank since the stat: the next stat tells how
       return false;
     }
-    const at = f.readPos;
-    f.readPos += bytesRead;
     f.lastActivity = now;
     f.nextCheck = 0;
     f.nextPathCheck = 0;
     f.backoff = this.opts.poll_interval;
-    const chunk = this.buf.subarray(0, bytesRead);
+    this.consume(f, this.buf.subarray(0, bytesRead), now);
+    return true;
+  }
+
+  /** Hands the next bytes of `f` (those at readPos) to its line assembly and the batch. */
+  private consume(f: Tracked, chunk: Uint8Array, now: number): void {
+    const at = f.readPos;
+    f.readPos += chunk.length;
+    f.tail = tailAfter(f.tail, chunk);
     if (f.joiner === null) f.splitter.push(chunk, this.batch);
     else {
       const lines: string[] = [];
@@ -666,9 +1109,18 @@ export class FileTailer {
       f.splitter.push(chunk, lines, ends, at);
       f.joiner.push(lines, ends, this.batch, now);
     }
-    this.batchBytes += bytesRead;
-    this.batchOffsets.push([f, f.offset]);
-    return true;
+    this.batchBytes += chunk.length;
+    this.noteOffset(f);
+  }
+
+  /** `f`'s offset counts as taken once the batch is in the spool. */
+  private noteOffset(f: Tracked): void {
+    this.batchOffsets.push([f, f.offset, f.offsetInCutLine]);
+  }
+
+  /** Everything read of `f` counts as taken once the batch is in the spool (what it held back was handed out). */
+  private noteEnd(f: Tracked): void {
+    this.batchOffsets.push([f, f.readPos, false]);
   }
 
   private removed(f: Tracked, size: number, now: number): void {
@@ -684,12 +1136,6 @@ export class FileTailer {
     }
     f.nextCheck = now + f.backoff;
     f.backoff = Math.min(f.backoff * 2, this.idleCheckMax);
-  }
-
-  /** The file may have changed: check it at the next round. */
-  private wake(f: Tracked): void {
-    f.nextCheck = 0;
-    f.backoff = this.opts.poll_interval;
   }
 
   private async whenIdle(f: Tracked, now: number): Promise<void> {
@@ -708,7 +1154,7 @@ export class FileTailer {
     await this.flushBatch();
     // What it held back will never be finished: hand it out as it is.
     this.flushHeld(f);
-    this.batchOffsets.push([f, f.readPos]);
+    this.noteEnd(f);
     await this.flushBatch();
     await this.closeFile(f);
     this.forget(f, now);
@@ -719,9 +1165,13 @@ export class FileTailer {
   /** No longer follows `f` (its checkpoint entry goes with it); remembers it to recognise a copy. */
   private forget(f: Tracked, now: number): void {
     this.files.delete(f.id);
+    if (this.byPath.get(f.path) === f) this.byPath.delete(f.path);
     this.splitLinesBase += f.splitter.splitLines;
     this.splitEventsBase += f.joiner?.splitEvents ?? 0;
-    this.remember(f, now);
+    if (!f.probation) {
+      this.remember(f, now);
+      this.wakeProbation();
+    }
     this.checkpointSoon();
   }
 
@@ -734,7 +1184,7 @@ export class FileTailer {
     if (fh === null) return;
     f.fh = null;
     this.openFiles--;
-    await fh.close().catch(() => {});
+    await fh.close();
   }
 
   private async readFailed(f: Tracked, err: unknown): Promise<void> {
@@ -760,22 +1210,92 @@ export class FileTailer {
   /** The file holds new content from its start (truncated, or replaced in place). */
   private async restartFromZero(f: Tracked, head: Uint8Array, why: string): Promise<void> {
     await this.flushBatch();
+    await this.readRestFromCopy(f);
     this.flushHeld(f); // the old content's unfinished line is all there will be of it
-    this.batchOffsets.push([f, f.readPos]);
+    this.noteEnd(f);
     await this.flushBatch();
     this.remember(f, Date.now());
     this.ctx.log.info(`file ${why}; reading it from the start`, { path: f.path, offset: f.committed });
     f.readPos = 0;
     f.committed = 0;
+    f.committedCut = false;
     f.knownSize = 0;
     f.fp = fingerprintOf(head);
+    f.sample = sampleOf(head);
+    f.tail = NO_BYTES;
+    f.splitter.reset();
     f.joiner?.reset(0);
+    this.wakeProbation();
     this.checkpointSoon();
+  }
+
+  /**
+   * `f` was truncated (copytruncate): what it held past readPos is gone from it, but a copy
+   * made just before may hold it. A copy is a file beside it, not followed by the globs (a
+   * copy they follow waits for this truncation and then starts where `f` ended), whose first
+   * bytes and whose bytes before readPos are those of `f`; the newest such file is read from
+   * readPos to its end as the rest of `f`.
+   */
+  private async readRestFromCopy(f: Tracked): Promise<void> {
+    if (f.fp.len === 0 || (f.readPos > 0 && f.tail.length === 0)) return;
+    const dir = dirname(f.path);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    const candidates: Array<{ path: string; size: number; ctimeMs: number }> = [];
+    for (const name of names) {
+      const path = join(dir, name);
+      if (this.included(path)) continue;
+      let st;
+      try {
+        st = await stat(path);
+      } catch {
+        continue;
+      }
+      const id = idOf(st.dev, st.ino);
+      if (!st.isFile() || st.size <= f.readPos || id === f.id || this.files.has(id) || this.pending.has(id)) continue;
+      candidates.push({ path, size: st.size, ctimeMs: st.ctimeMs });
+    }
+    candidates.sort((a, b) => b.ctimeMs - a.ctimeMs);
+    for (const c of candidates) {
+      let fh: FileFd;
+      try {
+        fh = await FileFd.open(c.path);
+      } catch {
+        continue;
+      }
+      try {
+        if (!headMatches(await readHead(fh), f.fp)) continue;
+        const before = new Uint8Array(f.tail.length);
+        const { bytesRead } = await fh.read(before, 0, before.length, f.readPos - before.length);
+        if (bytesRead !== before.length || !prefixEqual(before, f.tail)) continue;
+        this.ctx.log.info("file truncated; reading what it held past the last read from its copy", { path: f.path, copy: c.path, from: f.readPos, to: c.size });
+        const now = Date.now();
+        while (f.readPos < c.size) {
+          const want = Math.min(this.buf.length, c.size - f.readPos);
+          const got = await fh.read(this.buf, 0, want, f.readPos);
+          if (got.bytesRead === 0) break;
+          this.consume(f, this.buf.subarray(0, got.bytesRead), now);
+          if (this.batchBytes >= this.opts.read_bytes) await this.flushBatch();
+        }
+        return;
+      } catch (err) {
+        this.ctx.log.warn("reading the copy of a truncated file failed", { path: f.path, copy: c.path, error: messageOf(err) });
+        return;
+      } finally {
+        await fh.close();
+      }
+    }
   }
 
   private remember(f: Tracked, now: number): void {
     if (f.fp.len < FINGERPRINT_BYTES) return; // a short prefix is too likely shared to recognise a copy by
-    this.remembered.push({ fp: f.fp, offset: f.committed, dev: f.dev, ino: f.ino, path: f.path, until: now + REMEMBER_MS });
+    this.remembered.push({
+      fp: f.fp, offset: f.committed, cut: f.committedCut, dev: f.dev, ino: f.ino, path: f.path, sample: f.sample, until: now + REMEMBER_MS,
+    });
   }
 
   // ---- handing events on -----------------------------------------------------------------
@@ -792,7 +1312,10 @@ export class FileTailer {
       else if (this.startPattern) await this.ctx.emitJsonLines(toMessageEvents(lines));
       else await this.ctx.emitText(lines);
     }
-    for (const [f, offset] of offsets) f.committed = offset;
+    for (const [f, offset, cut] of offsets) {
+      f.committed = offset;
+      f.committedCut = cut;
+    }
     this.checkpointSoon();
   }
 
@@ -811,16 +1334,21 @@ export class FileTailer {
       });
   }
 
-  /** The checkpoint: taken offsets only, of the files followed (and, until all are found, of those from the last run). */
+  /**
+   * The checkpoint: taken offsets only, of the files followed (and, until all are found, of
+   * those from the last run). A file on probation has none: after a restart it is looked at
+   * anew, as a copy of the files saved here.
+   */
   state(): FileInputState {
     const files: Record<string, FileCheckpoint> = {};
     for (const f of this.files.values()) {
+      if (f.probation) continue;
       const key = checkpointKey(f.fp, f.dev, f.ino, (k) => k in files);
-      files[key] = { path: f.path, offset: f.committed, dev: f.dev, ino: f.ino, size: f.knownSize };
+      files[key] = { path: f.path, offset: f.committed, dev: f.dev, ino: f.ino, size: f.knownSize, ...(f.committedCut ? { cut: true as const } : {}) };
     }
     for (const k of this.saved) {
       const key = checkpointKey(k.fp, k.dev, k.ino, (key) => key in files);
-      if (!(key in files)) files[key] = { path: k.path, offset: k.offset, dev: k.dev, ino: k.ino, size: k.offset };
+      if (!(key in files)) files[key] = { path: k.path, offset: k.offset, dev: k.dev, ino: k.ino, size: k.offset, ...(k.cut ? { cut: true as const } : {}) };
     }
     return { files };
   }
@@ -834,6 +1362,7 @@ export class FileTailer {
     }
     const detail: Record<string, unknown> = {
       files: this.files.size, open_files: this.openFiles, waiting_files: this.demand, split_lines: split,
+      watched_dirs: this.watchers.size,
     };
     if (this.startPattern) detail.split_events = splitEvents;
     this.ctx.setDetail(detail);
