@@ -7,17 +7,26 @@
 // splits the batch; other 4xx but 401/403 go to dead letters; 401/403 keep the data and
 // retry slowly. While the API fails, a single upload at a time probes it.
 //
+// Visible failure: the output is "failing" after a minute of retryable failures, or while the
+// API rejects most of what it is sent (see REJECT_*). Waiting long for a backoff after the API
+// was unreachable, a cheap unauthenticated HEAD of [api] url every probeIntervalMs notices its
+// return, so the first retry comes within seconds of it rather than minutes (see probe()).
+//
+// Dead letters are bounded: the folder's bytes are counted once at start and then kept up to
+// date by this forwarder's writes and removals; beyond maxBytes the oldest are removed
+// (counted). Writing them is serialised, so removals never race a half-written dead letter.
+//
 // TLS: `tlsVerify: false` is passed to Bun's fetch as `tls: { rejectUnauthorized: false }`.
 // Deno's fetch has no per-request or per-client switch for it (Deno.createHttpClient only
 // adds CA certificates), so under Deno certificate checks stay on unless the process runs
 // with `--unsafely-ignore-certificate-errors`; the forwarder logs a warning saying so.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, sleep } from "./helpers/backoff.ts";
 import { replaceSecrets, TLS_WARNING } from "./helpers/redact.ts";
 import { errorMessage } from "./log.ts";
 import type { EventKind, Logger } from "./plugin.ts";
-import type { Spool, SpoolRecord } from "./spool.ts";
+import { isNoSpace, type Spool, type SpoolRecord } from "./spool.ts";
 import { buildUploadBody, countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
 
 export type { RouteMeta };
@@ -49,7 +58,13 @@ export interface ForwarderStatus {
   sent_uploads: number;
   retries: number;
   dead_lettered: number;
+  /** Cleared once the output has been ok for lastErrorKeepMs after it (and something was delivered since). */
   last_error: string | null;
+  last_error_at: string | null;
+  /** Bytes in the dead-letter folder (bodies and their .json answers). */
+  dead_letter_bytes: number;
+  /** Dead letters removed (oldest first) to keep the folder within its bound. */
+  dead_letter_removed: number;
 }
 
 /**
@@ -78,6 +93,16 @@ export interface RetryOptions {
   unauthorizedMs?: number;
   /** Continuous failure for this long turns "retrying" into "failing". Default 60000. */
   failingAfterMs?: number;
+  /** Probe the API only while the next retry is further away than this. Default 15000. */
+  probeAfterMs?: number;
+  /** Time between probe starts (one probe at a time). Default 10000. */
+  probeIntervalMs?: number;
+  /** Timeout of one probe. Default 5000. */
+  probeTimeoutMs?: number;
+  /** last_error stays this long after the output is ok again. Default 60000. */
+  lastErrorKeepMs?: number;
+  /** Backoff jitter source in [0, 1) (tests pin it). Default Math.random. */
+  random?: () => number;
 }
 
 export interface ForwarderOptions {
@@ -86,6 +111,8 @@ export interface ForwarderOptions {
   /** Batch limits of an input (the input may be gone from the config: then the defaults). */
   batchFor: (meta: RouteMeta) => BatchLimits;
   deadLetterDir: string;
+  /** Bound on the dead-letter folder's bytes. Default 256 MiB. */
+  deadLetterMaxBytes?: number;
   log: Logger;
   retry?: RetryOptions;
 }
@@ -117,7 +144,7 @@ interface Batch {
 
 type Outcome =
   | { type: "sent" }
-  | { type: "retry"; error: string; retryAfterMs?: number }
+  | { type: "retry"; error: string; retryAfterMs?: number; network?: boolean }
   | { type: "unauthorized"; error: string }
   | { type: "too_large"; error: string; answer: string }
   | { type: "rejected"; error: string; status: number; answer: string }
@@ -131,6 +158,24 @@ const ERROR_BODY_CHARS = 200;
 const DEAD_LETTER_ANSWER_CHARS = 64 * 1024;
 /** Retry-After beyond this is treated as this (a broken header must not stall for days). */
 const MAX_RETRY_AFTER_MS = 3_600_000;
+/**
+ * The output is "failing" while, of the last REJECT_WINDOW uploads the API judged (accepted or
+ * rejected into dead letters) within REJECT_WINDOW_MS, at least REJECT_MIN and more than half
+ * were rejected: an API refusing everything shows within a few uploads, one bad input among
+ * several healthy ones does not, and as many acceptances as rejections in the window end it.
+ */
+const REJECT_WINDOW = 10;
+const REJECT_WINDOW_MS = 5 * 60_000;
+const REJECT_MIN = 3;
+const DEFAULT_DEAD_LETTER_MAX_BYTES = 256 * 1024 * 1024;
+/** Oldest dead letters listed per directory scan: removals between scans need no listing. */
+const OLDEST_PER_SCAN = 256;
+
+/** One dead letter on disk: an upload body and its .json answer, or whatever files share a name. */
+interface DeadLetterFiles {
+  names: string[];
+  bytes: number[];
+}
 
 export class Forwarder {
   private api: ApiOptions;
@@ -139,6 +184,11 @@ export class Forwarder {
   private readonly backoff: Backoff;
   private readonly unauthorizedMs: number;
   private readonly failingAfterMs: number;
+  private readonly probeAfterMs: number;
+  private readonly probeIntervalMs: number;
+  private readonly probeTimeoutMs: number;
+  private readonly lastErrorKeepMs: number;
+  private readonly deadLetterMaxBytes: number;
 
   private readonly routes = new Map<string, RouteMeta | null>();
   private readonly pending = new Map<string, Batch>();
@@ -165,26 +215,55 @@ export class Forwarder {
   /** Set while the API is failing: one upload at a time probes it. */
   private degraded: null | "retry" | "unauthorized" = null;
   private failingSince = 0;
-  private deadLetterSeq = 0;
+  /** Retry-After gates are the API's word: a probe never opens the gate before this. */
+  private retryAfterUntil = 0;
+  /** What the latest retryable failure was: a probe's answer means "back" only after network trouble. */
+  private lastFailure: "network" | "http" | "local" = "http";
+  /** A probe in this outage found the API unreachable or answering >= 500. */
+  private probeSawDown = false;
+  private probeTimer: ReturnType<typeof setTimeout> | null = null;
+  private probing = false;
   private warnedTls = false;
+
+  /** The API's latest verdicts (true = rejected into dead letters), oldest first. */
+  private readonly verdicts: Array<{ at: number; rejected: boolean }> = [];
+
+  private deadLetterSeq = 0;
+  private deadLetterBytes = 0;
+  private deadLetterRemoved = 0;
+  /** The start-up scan of the folder; every dead-letter write waits for it. */
+  private deadLetterScan: Promise<void> | null = null;
+  /** Dead-letter writes and removals, one at a time. */
+  private deadLetterQueue: Promise<unknown> = Promise.resolve();
+  /** The oldest dead letters from the latest listing, oldest first: the next to remove. */
+  private oldestDeadLetters: DeadLetterFiles[] = [];
 
   private readonly counters = { uploads: 0, events: 0, bytes: 0, retries: 0, dead_lettered: 0 };
   private readonly perInput = new Map<string, { events: number; uploads: number; bytes: number }>();
   private lastError: string | null = null;
+  private lastErrorAt = 0;
+  private lastDeliveredAt = 0;
 
   constructor(private readonly opts: ForwarderOptions) {
     this.spool = opts.spool;
     this.log = opts.log;
     this.api = opts.api;
-    this.backoff = new Backoff({ baseMs: opts.retry?.baseMs ?? 1000, capMs: opts.retry?.capMs ?? 300_000 });
-    this.unauthorizedMs = opts.retry?.unauthorizedMs ?? 60_000;
-    this.failingAfterMs = opts.retry?.failingAfterMs ?? 60_000;
+    const retry = opts.retry ?? {};
+    this.backoff = new Backoff({ baseMs: retry.baseMs ?? 1000, capMs: retry.capMs ?? 300_000, random: retry.random });
+    this.unauthorizedMs = retry.unauthorizedMs ?? 60_000;
+    this.failingAfterMs = retry.failingAfterMs ?? 60_000;
+    this.probeAfterMs = retry.probeAfterMs ?? 15_000;
+    this.probeIntervalMs = retry.probeIntervalMs ?? 10_000;
+    this.probeTimeoutMs = retry.probeTimeoutMs ?? 5_000;
+    this.lastErrorKeepMs = retry.lastErrorKeepMs ?? 60_000;
+    this.deadLetterMaxBytes = Math.max(0, opts.deadLetterMaxBytes ?? DEFAULT_DEAD_LETTER_MAX_BYTES);
     this.checkTls();
   }
 
   start(): void {
     if (this.running || this.stopping) return;
     this.running = true;
+    this.deadLetterScan ??= this.scanDeadLetters();
     this.pumpDone = this.pump().catch((err) => {
       this.log.error("forwarder stopped reading the spool", { error: errorMessage(err) });
     });
@@ -202,6 +281,8 @@ export class Forwarder {
     this.wakePump?.();
     this.clearTimers();
     await this.pumpDone;
+    // Dead letters written while stopping get the folder's bound applied too.
+    await this.deadLetterScan;
     if (this.uploads.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const deadline = new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)));
@@ -234,13 +315,23 @@ export class Forwarder {
   }
 
   status(): ForwarderStatus {
+    const now = Date.now();
+    const state = this.state(now);
+    const rejected = this.rejections(now);
+    // A fault that just passed stays in view a while; one long behind a healthy output is news no more.
+    const stale = state === "ok" && this.lastDeliveredAt > this.lastErrorAt && now - this.lastErrorAt >= this.lastErrorKeepMs;
+    let lastError = stale ? null : this.lastError;
+    if (lastError !== null && rejected) lastError = `the API rejected ${rejected.rejected} of the last ${rejected.of} uploads (moved to dead letters); last error: ${lastError}`;
     return {
-      state: this.state(),
+      state,
       sent_events: this.counters.events,
       sent_uploads: this.counters.uploads,
       retries: this.counters.retries,
       dead_lettered: this.counters.dead_lettered,
-      last_error: this.lastError,
+      last_error: lastError,
+      last_error_at: lastError === null ? null : new Date(this.lastErrorAt).toISOString(),
+      dead_letter_bytes: this.deadLetterBytes,
+      dead_letter_removed: this.deadLetterRemoved,
     };
   }
 
@@ -253,10 +344,33 @@ export class Forwarder {
     };
   }
 
-  private state(): OutputState {
+  private state(now = Date.now()): OutputState {
     if (this.degraded === "unauthorized") return "unauthorized";
-    if (this.degraded === "retry") return Date.now() - this.failingSince >= this.failingAfterMs ? "failing" : "retrying";
+    if (this.rejections(now)) return "failing";
+    if (this.degraded === "retry") return now - this.failingSince >= this.failingAfterMs ? "failing" : "retrying";
     return "ok";
+  }
+
+  /** Rejected and judged uploads of the recent window when the API rejects most of them, else null. */
+  private rejections(now: number): { rejected: number; of: number } | null {
+    let rejected = 0;
+    let of = 0;
+    for (const v of this.verdicts) {
+      if (now - v.at > REJECT_WINDOW_MS) continue;
+      of++;
+      if (v.rejected) rejected++;
+    }
+    return rejected >= REJECT_MIN && rejected * 2 > of ? { rejected, of } : null;
+  }
+
+  private judged(rejected: boolean): void {
+    this.verdicts.push({ at: Date.now(), rejected });
+    if (this.verdicts.length > REJECT_WINDOW) this.verdicts.shift();
+  }
+
+  private setError(message: string): void {
+    this.lastError = message;
+    this.lastErrorAt = Date.now();
   }
 
   // ---- reading and batching ----
@@ -408,7 +522,8 @@ export class Forwarder {
   private clearTimers(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     if (this.gateTimer) clearTimeout(this.gateTimer);
-    this.flushTimer = this.gateTimer = null;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.flushTimer = this.gateTimer = this.probeTimer = null;
     this.flushAt = Infinity;
   }
 
@@ -452,15 +567,16 @@ export class Forwarder {
       case "aborted":
         return;
       case "retry":
-        return this.retryLater(batch, outcome.error, outcome.retryAfterMs, startedDegraded);
+        return this.retryLater(batch, outcome.error, outcome.retryAfterMs, startedDegraded, outcome.network ? "network" : "http");
       case "unauthorized":
         return this.unauthorized(batch, outcome.error);
       case "too_large":
-        return this.split(batch, outcome.error, outcome.answer);
+        await this.split(batch, outcome.error, outcome.answer);
+        return;
       case "rejected":
-        // The API answered and judged the data: it is reachable, so stop probing gingerly.
-        if (this.degraded === "retry") this.recovered();
-        return this.deadLetter(batch, outcome.status, outcome.answer, outcome.error);
+        // The API answered and judged the data: once that is on disk, stop probing gingerly.
+        if ((await this.deadLetter(batch, outcome.status, outcome.answer, outcome.error)) && this.degraded === "retry") this.recovered();
+        return;
     }
   }
 
@@ -526,6 +642,7 @@ export class Forwarder {
       const timedOut = (err as Error)?.name === "TimeoutError";
       return {
         type: "retry",
+        network: true,
         error: this.clean(
           timedOut ? `timeout after ${api.timeoutMs} ms posting to ${displayUrl(url)}` : `network error posting to ${displayUrl(url)}: ${errorMessage(err)}`,
           api,
@@ -557,6 +674,8 @@ export class Forwarder {
     per.uploads++;
     per.events += batch.events;
     per.bytes += batch.bytes;
+    this.lastDeliveredAt = Date.now();
+    this.judged(false);
     this.finish(batch);
     if (this.degraded) this.recovered();
   }
@@ -566,6 +685,10 @@ export class Forwarder {
     this.degraded = null;
     this.backoff.reset();
     this.gateUntil = 0;
+    this.retryAfterUntil = 0;
+    this.probeSawDown = false;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
   }
 
   /** The batch's pieces are done (delivered or dead-lettered): ack records with no piece left. */
@@ -575,10 +698,18 @@ export class Forwarder {
     }
   }
 
-  private retryLater(batch: Batch, error: string, retryAfterMs: number | undefined, startedDegraded: boolean): void {
+  private retryLater(
+    batch: Batch,
+    error: string,
+    retryAfterMs: number | undefined,
+    startedDegraded: boolean,
+    failure: "network" | "http" | "local",
+  ): void {
     this.counters.retries++;
-    this.lastError = error;
+    this.setError(error);
+    this.lastFailure = failure;
     const now = Date.now();
+    if (retryAfterMs !== undefined) this.retryAfterUntil = Math.max(this.retryAfterUntil, now + retryAfterMs);
     // Uploads already on the wire when the trouble began fail too; only the first failure
     // and each probe raise the backoff.
     if (!this.degraded || startedDegraded) {
@@ -591,11 +722,75 @@ export class Forwarder {
     }
     if (this.degraded !== "unauthorized") this.degraded = "retry";
     this.ready.unshift(batch);
+    this.armProbe();
+  }
+
+  // ---- probing the API while a long backoff runs ----
+
+  /**
+   * While the next retry is more than probeAfterMs away, probe every probeIntervalMs. Never
+   * before a Retry-After the API asked for, never while unauthorized (retried every minute).
+   */
+  private armProbe(): void {
+    if (this.stopping || this.degraded !== "retry" || this.probeTimer || this.probing) return;
+    if (this.gateUntil - Date.now() <= this.probeAfterMs) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      void this.probe();
+    }, this.probeIntervalMs);
+  }
+
+  /**
+   * One HEAD of [api] url without credentials (no token, no user:password from the URL) and
+   * with a short timeout. An HTTP answer below 500 after network errors, or after a probe of
+   * this outage found the API down or answering >= 500, means it is back: retry now. A probe
+   * answering < 500 all along says nothing about POST /raw failing with 5xx, 408 or 429, so
+   * those keep their backoff.
+   */
+  private async probe(): Promise<void> {
+    if (this.stopping || this.degraded !== "retry" || Date.now() < this.retryAfterUntil) return;
+    if (this.gateUntil - Date.now() <= 0) return;
+    this.probing = true;
+    const started = Date.now();
+    const api = this.api;
+    let status: number | null = null;
+    try {
+      const init: RequestInit & { tls?: unknown } = {
+        method: "HEAD",
+        redirect: "manual",
+        signal: AbortSignal.any([AbortSignal.timeout(this.probeTimeoutMs), this.pumpStop.signal]),
+      };
+      if (!api.tlsVerify) init.tls = { rejectUnauthorized: false };
+      const res = await fetch(displayUrl(api.url), init);
+      status = res.status;
+      await res.body?.cancel().catch(() => {});
+    } catch {
+      status = null;
+    } finally {
+      this.probing = false;
+    }
+    if (this.stopping || this.degraded !== "retry" || api !== this.api) return;
+    const up = status !== null && status < 500;
+    if (up && (this.lastFailure === "network" || this.probeSawDown) && this.gateUntil > Date.now()) {
+      this.log.info("the API answers again; retrying now", { probe_status: status });
+      this.gateUntil = Math.max(Date.now(), this.retryAfterUntil);
+      this.dispatch();
+      return;
+    }
+    if (!up) this.probeSawDown = true;
+    const next = Math.max(0, started + this.probeIntervalMs - Date.now());
+    // Probing stops once the retry itself comes before the next probe would.
+    if (this.gateUntil - Date.now() > next) {
+      this.probeTimer = setTimeout(() => {
+        this.probeTimer = null;
+        void this.probe();
+      }, next);
+    }
   }
 
   private unauthorized(batch: Batch, error: string): void {
     this.counters.retries++;
-    this.lastError = error;
+    this.setError(error);
     this.degraded = "unauthorized";
     this.gateUntil = Math.max(this.gateUntil, Date.now() + this.unauthorizedMs);
     this.log.error("the API refused the token (check [api] token); uploads are held and retried", {
@@ -607,8 +802,8 @@ export class Forwarder {
   }
 
   /** 413: halves by records, a lone record by lines; a lone event goes to dead letters. */
-  private split(batch: Batch, error: string, answer: string): Promise<void> | void {
-    this.lastError = error;
+  private split(batch: Batch, error: string, answer: string): Promise<unknown> | void {
+    this.setError(error);
     let halves: [Piece[], Piece[]] | null = null;
     if (batch.pieces.length > 1) {
       const mid = Math.ceil(batch.pieces.length / 2);
@@ -637,50 +832,81 @@ export class Forwarder {
   }
 
   private async deadLetterDetached(batch: Batch, status: number, error: string): Promise<void> {
-    const upload = this.deadLetter(batch, status, "", error, false);
+    const upload = this.deadLetter(batch, status, "", error, false).then(() => {});
     this.uploads.add(upload);
     await upload.finally(() => this.uploads.delete(upload));
   }
 
-  /** Write the batch to dead letters and ack it; if that fails, retry the upload later (`retryOnFailure`) or keep the records held until stop releases them. */
-  private async deadLetter(batch: Batch, status: number, answer: string, error: string, retryOnFailure = true): Promise<void> {
-    this.lastError = error;
+  /**
+   * Write the batch to dead letters and ack it (true). If that fails (a full disk, a folder
+   * that cannot be made) the records stay in the spool: the upload is retried later like a
+   * retryable failure (`retryOnFailure`), or held until stop releases them (false).
+   */
+  private deadLetter(batch: Batch, status: number, answer: string, error: string, retryOnFailure = true): Promise<boolean> {
+    this.setError(error);
+    const job = this.deadLetterQueue.then(() => this.writeDeadLetter(batch, status, answer, error, retryOnFailure));
+    this.deadLetterQueue = job.catch(() => {});
+    return job;
+  }
+
+  private async writeDeadLetter(batch: Batch, status: number, answer: string, error: string, retryOnFailure: boolean): Promise<boolean> {
+    await (this.deadLetterScan ??= this.scanDeadLetters());
     const dir = this.opts.deadLetterDir;
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
     const ext = batch.kind === "json" ? "ndjson" : "txt";
     const payload = concat(batch.pieces.map((p) => p.payload), batch.bytes);
-    const info = {
-      ...batch.meta,
-      kind: batch.kind,
-      file: fileNameFor(batch.meta.input, batch.kind),
-      events: batch.events,
-      bytes: batch.bytes,
-      status,
-      error,
-      answer,
-      url: displayUrl(this.endpoint(this.api)),
-      at: new Date().toISOString(),
-    };
+    const info = new TextEncoder().encode(
+      JSON.stringify(
+        {
+          ...batch.meta,
+          kind: batch.kind,
+          file: fileNameFor(batch.meta.input, batch.kind),
+          events: batch.events,
+          bytes: batch.bytes,
+          status,
+          error,
+          answer,
+          url: displayUrl(this.endpoint(this.api)),
+          at: new Date().toISOString(),
+        },
+        null,
+        2,
+      ) + "\n",
+    );
     let base = "";
+    const created: string[] = [];
     try {
       await mkdir(dir, { recursive: true });
       for (;;) {
-        base = join(dir, `${stamp}-${safeName(batch.meta.input)}-${++this.deadLetterSeq}`);
+        // The number is padded so that name order stays age order within one millisecond.
+        base = join(dir, `${stamp}-${safeName(batch.meta.input)}-${String(++this.deadLetterSeq).padStart(6, "0")}`);
         try {
           await writeFile(`${base}.${ext}`, payload, { flag: "wx" });
+          created.push(`${base}.${ext}`);
           break;
         } catch (err) {
-          if ((err as NodeJS.ErrnoException)?.code !== "EEXIST") throw err;
+          if ((err as NodeJS.ErrnoException)?.code !== "EEXIST") {
+            // "wx" may have created the file before the write failed (ENOSPC): a torn copy.
+            created.push(`${base}.${ext}`);
+            throw err;
+          }
         }
       }
-      await writeFile(`${base}.json`, JSON.stringify(info, null, 2) + "\n");
+      created.push(`${base}.json`);
+      await writeFile(`${base}.json`, info);
     } catch (err) {
-      // Without the dead-letter copy the records must stay in the spool: retry later.
-      this.log.error("cannot write dead letter; keeping the upload", { dir, error: errorMessage(err) });
-      if (!this.stopping && retryOnFailure) this.retryLater(batch, `writing dead letter in ${dir}: ${errorMessage(err)}`, undefined, true);
-      return;
+      for (const path of created) await unlink(path).catch(() => {});
+      const why = isNoSpace(err) ? `the disk is full (${errorMessage(err)})` : errorMessage(err);
+      const message = `cannot write dead letter in ${dir}: ${why}; the upload stays in the spool (${error})`;
+      this.log.error("cannot write dead letter; the upload stays in the spool and is retried", { dir, error: why, events: batch.events });
+      if (!this.stopping && retryOnFailure) this.retryLater(batch, message, undefined, true, "local");
+      else this.setError(message);
+      return false;
     }
+    this.deadLetterBytes += payload.byteLength + info.byteLength;
     this.counters.dead_lettered++;
+    // status 0: no API verdict (a record this agent cannot route).
+    if (status > 0) this.judged(true);
     this.log.error("the API rejected an upload; it was moved to dead letters", {
       input: batch.meta.input,
       status,
@@ -689,6 +915,113 @@ export class Forwarder {
       error,
     });
     this.finish(batch);
+    await this.trimDeadLetters();
+    return true;
+  }
+
+  /** Once at start: the folder's bytes, and its oldest dead letters; trimmed if already over the bound. */
+  private async scanDeadLetters(): Promise<void> {
+    try {
+      const { groups, bytes } = await this.listDeadLetters(true);
+      this.deadLetterBytes += bytes;
+      this.oldestDeadLetters = groups;
+    } catch (err) {
+      this.log.warn("cannot read the dead-letter folder; its size counts from now on", { dir: this.opts.deadLetterDir, error: errorMessage(err) });
+    }
+    await this.trimDeadLetters();
+  }
+
+  /**
+   * The oldest OLDEST_PER_SCAN dead letters with their file sizes (names start with an ISO
+   * time, so name order is age order), and with `all` the bytes of every file in the folder.
+   */
+  private async listDeadLetters(all: boolean): Promise<{ groups: DeadLetterFiles[]; bytes: number }> {
+    const dir = this.opts.deadLetterDir;
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException)?.code === "ENOENT") return { groups: [], bytes: 0 };
+      throw err;
+    }
+    const names = entries.filter((e) => e.isFile()).map((e) => e.name).sort();
+    const sizeOf = async (name: string) => {
+      try {
+        return (await stat(join(dir, name))).size;
+      } catch {
+        return 0; // removed meanwhile
+      }
+    };
+    const groups: DeadLetterFiles[] = [];
+    let bytes = 0;
+    let last = "";
+    for (const name of names) {
+      const dot = name.lastIndexOf(".");
+      const base = dot > 0 ? name.slice(0, dot) : name;
+      const oldest = base === last || groups.length < OLDEST_PER_SCAN;
+      if (!oldest && !all) break;
+      const size = await sizeOf(name);
+      bytes += size;
+      if (!oldest) continue;
+      if (base === last) {
+        groups.at(-1)!.names.push(name);
+        groups.at(-1)!.bytes.push(size);
+      } else groups.push({ names: [name], bytes: [size] });
+      last = base;
+    }
+    return { groups, bytes };
+  }
+
+  /** Remove the oldest dead letters while the folder is over its bound. */
+  private async trimDeadLetters(): Promise<void> {
+    const dir = this.opts.deadLetterDir;
+    let removed = 0;
+    let freed = 0;
+    while (this.deadLetterBytes > this.deadLetterMaxBytes) {
+      if (this.oldestDeadLetters.length === 0) {
+        try {
+          this.oldestDeadLetters = (await this.listDeadLetters(false)).groups;
+        } catch (err) {
+          this.log.warn("cannot list the dead-letter folder to remove the oldest", { dir, error: errorMessage(err) });
+          break;
+        }
+        // Nothing there: what was counted is gone (removed by hand).
+        if (this.oldestDeadLetters.length === 0) {
+          this.deadLetterBytes = 0;
+          break;
+        }
+      }
+      const oldest = this.oldestDeadLetters.shift()!;
+      let failed: unknown;
+      for (let i = 0; i < oldest.names.length; i++) {
+        try {
+          await unlink(join(dir, oldest.names[i]!));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException)?.code !== "ENOENT") {
+            failed = err;
+            continue;
+          }
+        }
+        this.deadLetterBytes = Math.max(0, this.deadLetterBytes - oldest.bytes[i]!);
+        freed += oldest.bytes[i]!;
+      }
+      if (failed !== undefined) {
+        // The next write tries again; a folder that refuses removals must not spin here.
+        this.oldestDeadLetters = [];
+        this.log.warn("cannot remove an old dead letter", { dir, file: oldest.names[0], error: errorMessage(failed) });
+        break;
+      }
+      removed++;
+      this.deadLetterRemoved++;
+    }
+    if (removed > 0) {
+      this.log.warn("dead-letter folder over its bound ([dead_letter] max_bytes): removed the oldest", {
+        removed,
+        freed_bytes: freed,
+        bytes: this.deadLetterBytes,
+        max_bytes: this.deadLetterMaxBytes,
+      });
+    }
   }
 
   private checkTls(): void {

@@ -2,10 +2,12 @@
 // real sockets; a few special answers come from small servers made with agent/serve.ts.
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Forwarder, parseRetryAfter, routeKey, type ApiOptions, type BatchLimits, type RouteMeta } from "../agent/forwarder.ts";
+import { Forwarder, parseRetryAfter, routeKey, type ApiOptions, type BatchLimits, type ForwarderOptions, type RetryOptions, type RouteMeta } from "../agent/forwarder.ts";
 import { silentLogger } from "../agent/log.ts";
 import { serve, type Served } from "../agent/serve.ts";
 import { Spool } from "../agent/spool.ts";
@@ -58,13 +60,14 @@ function api(url: string, over: Partial<ApiOptions> = {}): ApiOptions {
   return { url, token: TOKEN, timeoutMs: 5000, concurrency: 2, tlsVerify: true, ...over };
 }
 
-function forwarder(apiOpts: ApiOptions, limits: Partial<BatchLimits> = {}, retry = {}): Forwarder {
+function forwarder(apiOpts: ApiOptions, limits: Partial<BatchLimits> = {}, retry: RetryOptions = {}, more: Partial<ForwarderOptions> = {}): Forwarder {
   const f = new Forwarder({
     spool,
     api: apiOpts,
     batchFor: () => ({ maxEvents: 1000, maxBytes: 1 << 20, maxWaitMs: 20, ...limits }),
     deadLetterDir: join(dir, "dead-letter"),
     log: silentLogger,
+    ...more,
     retry: { baseMs: 20, capMs: 100, unauthorizedMs: 100, ...retry },
   });
   cleanups.push(() => f.stop(1000));
@@ -380,5 +383,316 @@ describe("forwarder", () => {
     g.start();
     await untilNamed("delivery", () => r.totalLines() === 30);
     await untilNamed("acks", () => spool.stats().events === 0);
+  });
+});
+
+/** Regular files in `path`: their names (sorted) and bytes. */
+async function folder(path: string): Promise<{ names: string[]; bytes: number }> {
+  const names = (await readdir(path)).sort();
+  let bytes = 0;
+  for (const n of names) bytes += (await stat(join(path, n))).size;
+  return { names, bytes };
+}
+
+/** The requests a hand-written server saw: what probes and uploads carried. */
+interface Seen {
+  method: string;
+  path: string;
+  auth: string | null;
+  at: number;
+}
+
+/** A TCP relay on 127.0.0.1 to `target`; while down it drops every connection at once, as an
+ *  unreachable API does, and notes when each came. */
+async function relay(target: string) {
+  const port = Number(new URL(target).port);
+  let down = true;
+  const open = new Set<Socket>();
+  const downConnections: number[] = [];
+  const server = createServer((sock) => {
+    if (down) {
+      downConnections.push(Date.now());
+      sock.destroy();
+      return;
+    }
+    const upstream = connect(port, "127.0.0.1");
+    for (const s of [sock, upstream]) {
+      open.add(s);
+      s.on("close", () => open.delete(s));
+    }
+    sock.on("error", () => upstream.destroy());
+    upstream.on("error", () => sock.destroy());
+    sock.pipe(upstream).pipe(sock);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const address = server.address() as { port: number };
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of open) s.destroy();
+        server.close(() => r());
+      }),
+  );
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    downConnections,
+    setDown(v: boolean) {
+      down = v;
+      if (v) for (const s of open) s.destroy();
+    },
+  };
+}
+
+/** Backoff pinned near a minute, probes every 150 ms: without a probe nothing is retried for ~59 s. */
+const LONG_BACKOFF: RetryOptions = { baseMs: 60_000, capMs: 60_000, random: () => 0.99, probeAfterMs: 1000, probeIntervalMs: 150, probeTimeoutMs: 1000 };
+
+/** Mounting a tiny tmpfs for a real ENOSPC needs root with CAP_SYS_ADMIN; elsewhere that test is skipped. */
+function mountTmpfs(path: string, size: string): boolean {
+  return spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", path], { stdio: "ignore" }).status === 0;
+}
+function unmount(path: string): void {
+  spawnSync("umount", [path], { stdio: "ignore" });
+}
+const canMount = await (async () => {
+  const probe = await mkdtemp(join(tmpdir(), "forwarder-mount-"));
+  const ok = mountTmpfs(probe, "64k");
+  if (ok) unmount(probe);
+  await rm(probe, { recursive: true, force: true });
+  return ok;
+})();
+
+describe("forwarder: failing output, bounded dead letters, probes", () => {
+  test("an API rejecting everything: failing within a few uploads, ok once uploads succeed again, then last_error is cleared", async () => {
+    const r = await receiver();
+    r.failFor(600_000, 400);
+    for (let i = 0; i < 6; i++) await spool.append(routeKey(AUTH), "text", events(`bad${i}`, 5));
+    const f = forwarder(api(r.url), { maxEvents: 5, maxWaitMs: 0 }, { lastErrorKeepMs: 300 });
+    f.start();
+    await untilNamed("failing", () => f.status().state === "failing");
+    const st = f.status();
+    assert.ok(st.dead_lettered >= 3, `failing after ${st.dead_lettered} dead letters`);
+    assert.match(st.last_error!, /^the API rejected \d+ of the last \d+ uploads \(moved to dead letters\); last error: HTTP 400 from http:\/\/127\.0\.0\.1:\d+\/raw: /);
+    await untilNamed("all six dead-lettered", () => f.status().dead_lettered === 6 && spool.stats().events === 0);
+    const rejectedAt = f.status().last_error_at!;
+    assert.ok(Math.abs(Date.now() - Date.parse(rejectedAt)) < 10_000, `last_error_at ${rejectedAt}`);
+    assert.equal(f.status().state, "failing");
+
+    r.failFor(0);
+    for (let i = 0; i < 6; i++) await spool.append(routeKey(AUTH), "text", events(`good${i}`, 5));
+    await untilNamed("ok again", () => f.status().state === "ok");
+    await untilNamed("all delivered", () => f.status().sent_events === 30);
+    assert.equal(f.status().state, "ok");
+    await untilNamed("last_error cleared", () => f.status().last_error === null);
+    assert.ok(Date.now() - Date.parse(rejectedAt) >= 300, "kept in view for lastErrorKeepMs");
+    assert.equal(f.status().last_error_at, null);
+    assert.equal(f.status().dead_lettered, 6);
+  });
+
+  test("one rejection among accepted uploads does not make the output failing", async () => {
+    const r = await receiver();
+    const f = forwarder(api(r.url, { concurrency: 1 }), { maxEvents: 5, maxWaitMs: 0 });
+    f.start();
+    for (let i = 0; i < 8; i++) {
+      // Two of every five uploads rejected: a bad input among good ones.
+      if (i % 5 === 1 || i % 5 === 3) r.failNext(1, 400);
+      await spool.append(routeKey(AUTH), "text", events(`mix${i}`, 5));
+      await untilNamed(`upload ${i}`, () => f.status().sent_uploads + f.status().dead_lettered === i + 1);
+      assert.equal(f.status().state, "ok", `after upload ${i}`);
+    }
+    assert.equal(f.status().dead_lettered, 3);
+  });
+
+  test("dead letters are bounded by max_bytes: the oldest removed and counted, what is there at start counted and trimmed", async () => {
+    const dl = join(dir, "dead-letter");
+    await mkdir(dl, { recursive: true });
+    // Ten dead letters of an earlier run, 1100 bytes each.
+    for (let i = 0; i < 10; i++) {
+      const base = join(dl, `2000-01-01T00-00-0${i}-000Z-old-${i}`);
+      await writeFile(`${base}.txt`, "x".repeat(1000));
+      await writeFile(`${base}.json`, "y".repeat(100));
+    }
+    const r = await receiver();
+    r.failFor(600_000, 400);
+    const f = forwarder(api(r.url, { concurrency: 1 }), { maxEvents: 5, maxWaitMs: 0 }, {}, { deadLetterDir: dl, deadLetterMaxBytes: 8000 });
+    f.start();
+    // 11000 bytes found: the three oldest go at once.
+    await untilNamed("the start-up scan", () => f.status().dead_letter_removed === 3);
+    assert.equal(f.status().dead_letter_bytes, 7700);
+    assert.equal((await folder(dl)).names[0], "2000-01-01T00-00-03-000Z-old-3.json");
+
+    const records = Array.from({ length: 20 }, (_, i) => events(`rec${i}`, 5, 100));
+    for (const rec of records) await spool.append(routeKey(AUTH), "text", rec);
+    await untilNamed("twenty dead letters", () => f.status().dead_lettered === 20 && spool.stats().events === 0);
+    const { names, bytes } = await folder(dl);
+    const st = f.status();
+    assert.ok(bytes <= 8000, `the folder holds ${bytes} bytes`);
+    assert.equal(st.dead_letter_bytes, bytes);
+    assert.ok(!names.some((n) => n.includes("-old-")), "the earlier run's dead letters went first");
+    const kept = names.filter((n) => n.endsWith(".txt"));
+    assert.equal(names.length, kept.length * 2, "each body with its .json");
+    assert.equal(st.dead_letter_removed, 30 - kept.length);
+    assert.ok(kept.length >= 3, `${kept.length} kept`);
+    // What stays is the newest: the last records, in order.
+    const contents = await Promise.all(kept.map((n) => readFile(join(dl, n), "utf8")));
+    assert.deepEqual(contents, records.slice(20 - kept.length).map((rec) => rec.map((l) => l + "\n").join("")));
+  });
+
+  test("a dead letter that cannot be written keeps the upload in the spool and retries it; written once the folder can be made", async () => {
+    const r = await receiver();
+    r.failFor(600_000, 400);
+    const blocker = join(dir, "blocker");
+    await writeFile(blocker, "a regular file where the dead-letter folder's parent should be\n");
+    await spool.append(routeKey(COWRIE), "json", ['{"a":1}', '{"b":2}']);
+    const f = forwarder(api(r.url), { maxWaitMs: 0 }, {}, { deadLetterDir: join(blocker, "dead-letter") });
+    f.start();
+    await untilNamed("retried uploads", () => r.rejected >= 3 && /^cannot write/.test(f.status().last_error ?? ""));
+    const st = f.status();
+    assert.match(st.last_error!, /^cannot write dead letter in \S+\/blocker\/dead-letter: .*; the upload stays in the spool \(HTTP 400 from /);
+    assert.equal(st.dead_lettered, 0);
+    assert.notEqual(st.state, "ok");
+    assert.equal(spool.stats().events, 2);
+
+    await rm(blocker);
+    await untilNamed("the dead letter", () => f.status().dead_lettered === 1 && spool.stats().events === 0);
+    const files = await readdir(join(blocker, "dead-letter"));
+    const ndjson = files.find((n) => n.endsWith(".ndjson"))!;
+    assert.equal(await readFile(join(blocker, "dead-letter", ndjson), "utf8"), '{"a":1}\n{"b":2}\n');
+  });
+
+  test("ENOSPC writing a dead letter: nothing dropped, no torn file left, last_error says the disk is full", { skip: canMount ? false : "needs to mount a tmpfs (root with CAP_SYS_ADMIN)" }, async () => {
+    const mnt = join(dir, "small");
+    await mkdir(mnt);
+    assert.ok(mountTmpfs(mnt, "64k"), "mount a 64 KiB tmpfs");
+    cleanups.push(() => unmount(mnt));
+    const dl = join(mnt, "dead-letter");
+    await mkdir(dl);
+    const filler = join(mnt, "filler");
+    const chunk = new Uint8Array(4096).fill(0x66);
+    let data = new Uint8Array(0);
+    // Grow the filler until the filesystem refuses more.
+    for (;;) {
+      const next = new Uint8Array(data.byteLength + chunk.byteLength);
+      next.set(data);
+      next.set(chunk, data.byteLength);
+      try {
+        await writeFile(filler, next);
+        data = next;
+      } catch (err) {
+        assert.equal((err as NodeJS.ErrnoException).code, "ENOSPC");
+        await writeFile(filler, data);
+        break;
+      }
+    }
+    // The last page may still hold a few bytes; take them too.
+    await writeFile(join(mnt, "crumbs"), "").catch(() => {});
+    for (let n = 1024; n >= 1; n >>= 1) {
+      try {
+        await writeFile(join(mnt, "crumbs"), new Uint8Array(n), { flag: "a" });
+        n <<= 1;
+      } catch {}
+    }
+
+    const r = await receiver();
+    r.failFor(600_000, 400);
+    await spool.append(routeKey(COWRIE), "json", ['{"a":1}', '{"b":2}']);
+    const f = forwarder(api(r.url), { maxWaitMs: 0 }, {}, { deadLetterDir: dl });
+    f.start();
+    await untilNamed("retried uploads", () => r.rejected >= 3 && /^cannot write/.test(f.status().last_error ?? ""));
+    const st = f.status();
+    assert.match(st.last_error!, /^cannot write dead letter in \S+\/dead-letter: the disk is full \(.*ENOSPC.*\); the upload stays in the spool/);
+    assert.equal(st.dead_lettered, 0);
+    assert.equal(spool.stats().events, 2);
+    assert.deepEqual(await readdir(dl), [], "no torn dead letter left behind");
+
+    await rm(filler);
+    await untilNamed("the dead letter", () => f.status().dead_lettered === 1 && spool.stats().events === 0);
+    const ndjson = (await readdir(dl)).find((n) => n.endsWith(".ndjson"))!;
+    assert.equal(await readFile(join(dl, ndjson), "utf8"), '{"a":1}\n{"b":2}\n');
+    assert.equal(f.status().dead_letter_bytes, (await folder(dl)).bytes);
+  });
+
+  test("after a network outage the first retry comes within a probe interval of the API's return; probes carry no credentials and come one at a time", async () => {
+    const seen: Seen[] = [];
+    const s = await special((_, req) => {
+      seen.push({ method: req.method, path: new URL(req.url).pathname, auth: req.headers.get("authorization"), at: Date.now() });
+      return req.method === "POST"
+        ? new Response('{"message":"File uploaded successfully!"}', { status: 201 })
+        : new Response('{"message":"Not found"}', { status: 404 });
+    });
+    const link = await relay(s.url);
+    await spool.append(routeKey(AUTH), "text", events("outage", 5));
+    const f = forwarder(api(link.url), { maxWaitMs: 0 }, LONG_BACKOFF);
+    f.start();
+    await untilNamed("a network error", () => /^network error posting to /.test(f.status().last_error ?? ""));
+    await untilNamed("probes while the API is away", () => link.downConnections.length >= 6);
+    const gaps = link.downConnections.slice(1).map((t, i) => t - link.downConnections[i]!);
+    assert.ok(gaps.every((g) => g >= 100), `connections while the API was away came ${gaps.join(", ")} ms apart`);
+    assert.equal(f.status().sent_events, 0);
+
+    link.setDown(false);
+    const back = Date.now();
+    await untilNamed("delivery after the API's return", () => f.status().sent_events === 5, 5000);
+    const post = seen.find((r) => r.method === "POST")!;
+    assert.ok(post.at - back < 2000, `first retry ${post.at - back} ms after the API came back (the backoff was about 59 s)`);
+    assert.equal(post.auth, `Bearer ${TOKEN}`);
+    const probes = seen.filter((r) => r.method === "HEAD");
+    assert.ok(probes.length >= 1, "a probe noticed the API");
+    assert.deepEqual([...new Set(probes.map((p) => `${p.path} ${p.auth}`))], ["/ null"]);
+    assert.equal(f.status().state, "ok");
+  });
+
+  test("after the API answered 503 (probes too), the first retry comes within a probe interval of its return", async () => {
+    let down = true;
+    const seen: Seen[] = [];
+    const s = await special((_, req) => {
+      seen.push({ method: req.method, path: new URL(req.url).pathname, auth: req.headers.get("authorization"), at: Date.now() });
+      if (down) return new Response('{"message":"Service unavailable"}', { status: 503 });
+      return req.method === "POST"
+        ? new Response('{"message":"File uploaded successfully!"}', { status: 201 })
+        : new Response('{"message":"Not found"}', { status: 404 });
+    });
+    await spool.append(routeKey(AUTH), "text", events("five-oh-three", 5));
+    const f = forwarder(api(s.url), { maxWaitMs: 0 }, LONG_BACKOFF);
+    f.start();
+    await untilNamed("probes answered 503", () => seen.filter((r) => r.method === "HEAD").length >= 2);
+    assert.match(f.status().last_error!, /^HTTP 503 from /);
+    down = false;
+    const back = Date.now();
+    await untilNamed("delivery after the API's return", () => f.status().sent_events === 5, 5000);
+    const posts = seen.filter((r) => r.method === "POST");
+    assert.equal(posts.length, 2);
+    assert.ok(posts[1]!.at - back < 2000, `first retry ${posts[1]!.at - back} ms after the API came back`);
+  });
+
+  test("a probe does not cut short the backoff of an API that answers but fails uploads", async () => {
+    // POST /raw fails while the API's root answers 404 all along: probes learn nothing.
+    const seen: Seen[] = [];
+    const s = await special((_, req) => {
+      seen.push({ method: req.method, path: new URL(req.url).pathname, auth: req.headers.get("authorization"), at: Date.now() });
+      return req.method === "POST" ? new Response('{"message":"Internal server error"}', { status: 500 }) : new Response("", { status: 404 });
+    });
+    await spool.append(routeKey(AUTH), "text", events("fivehundred", 5));
+    const f = forwarder(api(s.url), { maxWaitMs: 0 }, LONG_BACKOFF);
+    f.start();
+    await untilNamed("several probes", () => seen.filter((r) => r.method === "HEAD").length >= 5);
+    assert.equal(seen.filter((r) => r.method === "POST").length, 1);
+  });
+
+  test("a probe does not cut short a Retry-After", async () => {
+    // Down for 400 ms and up after that, which probes would take for the API's return; but
+    // it asked for 30 s.
+    let downUntil = 0;
+    const t = await special((n, req) => {
+      if (n === 0) downUntil = Date.now() + 400;
+      if (n === 0) return new Response('{"message":"slow down"}', { status: 503, headers: { "retry-after": "30" } });
+      if (Date.now() < downUntil) return new Response('{"message":"Service unavailable"}', { status: 503 });
+      return req.method === "POST" ? new Response('{"message":"File uploaded successfully!"}', { status: 201 }) : new Response("", { status: 404 });
+    });
+    await spool.append(routeKey(COWRIE), "json", ['{"x":1}']);
+    const f = forwarder(api(t.url), { maxWaitMs: 0 }, LONG_BACKOFF);
+    f.start();
+    await untilNamed("the 503", () => t.arrivals.length === 1);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal(t.arrivals.length, 1, "nothing before the Retry-After, not even a probe");
   });
 });
