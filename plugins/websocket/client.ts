@@ -22,6 +22,12 @@ export interface WebsocketOptions {
 const STABLE_MS = 60_000;
 /** How long a stop waits for frames already received to reach the spool. */
 const STOP_FLUSH_MS = 700;
+/** A batch the spool refused is written again after a full-jitter delay growing from this ... */
+const RETRY_BASE_MS = 50;
+/** ... to at most this. */
+const RETRY_CAP_MS = 2_000;
+/** While the spool keeps refusing, the error is logged at most this often. */
+const REFUSED_LOG_EVERY_MS = 10_000;
 
 interface SessionEnd {
   openedAt: number | null;
@@ -74,6 +80,9 @@ export class WebsocketClient {
   /** Most frames / bytes held at once since the input started (status detail). */
   private heldFramesMax = 0;
   private heldBytesMax = 0;
+  /** Spool writes refused since the input started (each one retried). */
+  private emitFailures = 0;
+  private readonly emitBackoff = new Backoff({ baseMs: RETRY_BASE_MS, capMs: RETRY_CAP_MS });
 
   constructor(private readonly opts: WebsocketOptions, private readonly ctx: InputContext) {
     this.backoff = new Backoff({ baseMs: Math.max(1, opts.reconnect_min), capMs: Math.max(opts.reconnect_min, opts.reconnect_max) });
@@ -82,7 +91,10 @@ export class WebsocketClient {
   async run(): Promise<void> {
     const { ctx } = this;
     const log = ctx.log.child({ url: redactUrl(this.opts.url) });
-    ctx.setDetail({ connected: false, connected_since: null, disconnects: 0, reading_paused: false, held_frames_max: 0, held_bytes_max: 0 });
+    ctx.setDetail({
+      connected: false, connected_since: null, disconnects: 0, reading_paused: false, held_frames_max: 0, held_bytes_max: 0,
+      emit_retrying: false, emit_failures: 0,
+    });
     let downSince: number | null = null;
     while (!ctx.signal.aborted) {
       const end = await this.session((openedAt) => {
@@ -113,12 +125,11 @@ export class WebsocketClient {
   /** One connection, from dialling to its end; every frame received is emitted before it resolves. */
   private session(onOpen: (openedAt: number) => void, log: InputContext["log"]): Promise<SessionEnd> {
     const { ctx, opts } = this;
-    return new Promise<SessionEnd>((resolve, reject) => {
+    return new Promise<SessionEnd>((resolve) => {
       let openedAt: number | null = null;
       let finished = false;
       const held = new HeldFrames();
       let pumping: Promise<void> | null = null;
-      let emitFailure: unknown = null;
       // Set by our ping, cleared by anything heard from the server (a pong or a frame).
       let awaitingPong = false;
       let paused = false;
@@ -151,25 +162,24 @@ export class WebsocketClient {
       };
 
       const pump = async () => {
-        try {
-          while (held.queued > 0 && emitFailure === null) {
-            // Let the frames of one read gather, so they go to the spool as one batch.
-            await new Promise<void>((r) => setTimeout(r, 0));
-            const batch = held.take();
-            try {
-              await this.emit(batch.frames);
-            } finally {
-              held.release(batch);
-              publishHeldMax();
-              if (held.belowResumeMark()) resumeReading();
-            }
+        while (held.queued > 0) {
+          // Let the frames of one read gather, so they go to the spool as one batch.
+          await new Promise<void>((r) => setTimeout(r, 0));
+          const batch = held.take();
+          const stoppedBy = await this.emitUntilTaken(batch.frames, pauseReading, log);
+          held.release(batch);
+          publishHeldMax();
+          if (stoppedBy !== null) {
+            const rest = held.take();
+            held.release(rest);
+            const frames = batch.frames.length + rest.frames.length;
+            log.error("frames not spooled: the input stopped while the spool refused them", { frames, error: errorMessage(stoppedBy) });
+            ctx.reportError(new Error(`${frames} frames not spooled at stop (${errorMessage(stoppedBy)})`));
+            break;
           }
-        } catch (err) {
-          emitFailure = err;
-          ws.terminate();
-        } finally {
-          pumping = null;
+          if (held.belowResumeMark()) resumeReading();
         }
+        pumping = null;
       };
 
       // A connection that never opens, or a server that stops answering pings, is dead.
@@ -210,18 +220,61 @@ export class WebsocketClient {
         clearInterval(timer);
         ctx.signal.removeEventListener("abort", onAbort);
         ws.terminate();
-        // Frames that arrived before the end still go to the spool; a stop waits only briefly.
+        ctx.setDetail({ connected: false, connected_since: null });
+        // Frames that arrived before the end still go to the spool, however long it takes
+        // (a full or refusing spool); only a stop, now or while waiting, cuts that short.
         pumping ??= held.queued > 0 ? pump() : null;
-        if (pumping) {
-          if (ctx.signal.aborted) await Promise.race([pumping, sleep(STOP_FLUSH_MS)]);
-          else await pumping;
-        }
+        if (pumping) await untilStopped(pumping, ctx.signal, STOP_FLUSH_MS);
         paused = false;
         ctx.setDetail({ reading_paused: false });
-        if (emitFailure !== null) reject(emitFailure);
-        else resolve({ openedAt, reason });
+        resolve({ openedAt, reason });
       }
     });
+  }
+
+  /**
+   * Emits `frames` until the spool takes them: a refusal (an I/O error of the spool's disk) does
+   * not lose them; reading stays paused while the same batch is written again after a short
+   * backoff, so order holds. Resolves null once taken, or with the last refusal when the input
+   * stops first.
+   */
+  private async emitUntilTaken(frames: string[], pauseReading: () => void, log: InputContext["log"]): Promise<unknown> {
+    const { ctx } = this;
+    let refusals = 0;
+    let since = 0;
+    let loggedAt = 0;
+    let unlogged = 0;
+    for (;;) {
+      try {
+        await this.emit(frames);
+        if (refusals > 0) {
+          this.emitBackoff.reset();
+          ctx.setDetail({ emit_retrying: false });
+          log.info("the spool takes events again", { refusals, retried_ms: Date.now() - since });
+        }
+        return null;
+      } catch (err) {
+        if (ctx.signal.aborted) {
+          ctx.setDetail({ emit_retrying: false });
+          return err ?? new Error("emit failed");
+        }
+        const now = Date.now();
+        if (refusals++ === 0) since = now;
+        this.emitFailures++;
+        unlogged++;
+        pauseReading();
+        ctx.setDetail({ emit_retrying: true, emit_failures: this.emitFailures });
+        if (loggedAt === 0 || now - loggedAt >= REFUSED_LOG_EVERY_MS) {
+          log.error("the spool refused events: the frames are kept, reading is paused, and the write is retried", {
+            error: errorMessage(err), refusals: unlogged, emit_failures: this.emitFailures, frames: frames.length,
+          });
+          ctx.reportError(new Error(`spool refused events (${errorMessage(err)}); retrying`));
+          loggedAt = now;
+          unlogged = 0;
+        }
+        await sleep(this.emitBackoff.next(), ctx.signal);
+      }
+    }
   }
 
   private emit(frames: string[]): Promise<void> {
@@ -229,6 +282,23 @@ export class WebsocketClient {
     const lines: string[] = [];
     for (const f of frames) frameToTextLines(f, lines);
     return this.ctx.emitText(lines);
+  }
+}
+
+/** Waits for `work`, but once `signal` aborts (before or during the wait) for at most `ms` more. */
+async function untilStopped(work: Promise<void>, signal: AbortSignal, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort = () => {};
+  const cut = new Promise<void>((resolve) => {
+    onAbort = () => (timer = setTimeout(resolve, ms));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    await Promise.race([work, cut]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    clearTimeout(timer);
   }
 }
 

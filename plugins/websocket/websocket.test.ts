@@ -70,7 +70,27 @@ interface Env {
   events: Array<{ kind: string; event: string }>;
   collect(): Array<{ kind: string; event: string }>;
   waitForCount(n: number, ms?: number): Promise<void>;
-  start(raw: Record<string, unknown>): { stop(): Promise<void>; counters: InputCounters; done: Promise<void> };
+  start(raw: Record<string, unknown>, fault?: EmitFault): { stop(): Promise<void>; counters: InputCounters; done: Promise<void> };
+}
+
+/**
+ * Failure injection for the spool's write path: while `failing`, the input's emits reject with
+ * an EIO error (as a failing disk would) without reaching the spool, which stays real, as does
+ * the connection. `rejected` counts the refusals.
+ */
+interface EmitFault {
+  failing: boolean;
+  rejected: number;
+}
+
+function injectEmitFault(ctx: ReturnType<typeof createInputContext>, fault: EmitFault): void {
+  const refuse = () => {
+    fault.rejected++;
+    return Promise.reject(Object.assign(new Error("EIO: i/o error, write"), { code: "EIO", errno: -5, syscall: "write" }));
+  };
+  const { emitJsonLines, emitText } = ctx;
+  ctx.emitJsonLines = (lines, opts) => (fault.failing ? refuse() : emitJsonLines(lines, opts));
+  ctx.emitText = (lines, opts) => (fault.failing ? refuse() : emitText(lines, opts));
 }
 
 async function withEnv(serverOpts: Record<string, unknown>, fn: (env: Env) => Promise<void>, spoolOpts: { maxBytes?: number; segmentBytes?: number } = {}) {
@@ -92,11 +112,12 @@ async function withEnv(serverOpts: Record<string, unknown>, fn: (env: Env) => Pr
         await pause(5);
       }
     },
-    start(raw) {
+    start(raw, fault) {
       const log = createLogger("debug", { write: (l) => { logs.push(l); } });
       let ctx!: ReturnType<typeof createInputContext>;
       const { stop, done } = runInput((signal) => {
         ctx = createInputContext({ name: "honeypot", spool, state, route: "honeypot", log, signal, hostname: "test" });
+        if (fault) injectEmitFault(ctx, fault);
         return plugin.create(plugin.options.parse({ url: env.url, reconnect_min: "10ms", reconnect_max: "50ms", ...raw }), ctx).run();
       });
       running.push(stop);
@@ -363,6 +384,86 @@ test("stop is prompt while reading is paused on a full spool", async () => {
     assert.equal(input.counters.detail.reading_paused, false);
     assert.equal(input.counters.detail.connected, false);
   }, { maxBytes: 64 << 10, segmentBytes: 8 << 10 });
+});
+
+const logLines = (env: Env, prefix: string) => env.logs.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith(prefix));
+
+test("a spool that refuses writes: frames kept, reading paused, connection kept; then 10 x 1,000 frames arrive in order, once", async () => {
+  await withEnv({}, async (env) => {
+    let connections = 0;
+    env.wss.on("connection", () => connections++);
+    const fault: EmitFault = { failing: true, rejected: 0 };
+    const conn = nextConnection(env.wss);
+    const input = env.start({ ping_interval: "100ms" }, fault);
+    const { socket } = await conn;
+    await waitFor(() => input.counters.detail.connected === true, "connected");
+    const N = 10_000;
+    for (let burst = 0; burst < 10; burst++) {
+      for (let i = burst * 1000; i < (burst + 1) * 1000; i++) socket.send(JSON.stringify({ n: i }));
+      await pause(5);
+    }
+    await waitFor(() => fault.rejected >= 3, "three refused emits");
+    const d = input.counters.detail;
+    assert.equal(d.reading_paused, true, "reading paused while the spool refuses");
+    assert.equal(d.emit_retrying, true);
+    assert.ok(input.counters.errors >= 1);
+    assert.match(input.counters.last_error ?? "", /spool refused events \(EIO/);
+    // Longer than ping_interval: a connection paused for a refusing spool is not taken as dead.
+    await pause(300);
+    assert.equal(input.counters.detail.connected, true);
+    fault.failing = false;
+    await env.waitForCount(N);
+    await pause(50);
+    const got = env.collect().map((e) => JSON.parse(e.event).n as number);
+    assert.equal(got.length, N, "nothing twice");
+    for (let i = 0; i < N; i++) if (got[i] !== i) assert.fail(`event ${i} is n=${got[i]}`);
+    await waitFor(() => input.counters.detail.reading_paused === false && input.counters.detail.emit_retrying === false, "reading resumed");
+    assert.equal(input.counters.detail.disconnects, 0);
+    assert.equal(connections, 1);
+    assert.equal(input.counters.detail.emit_failures, fault.rejected);
+    const refused = logLines(env, "the spool refused events");
+    assert.equal(refused.length, 1, "one line, not one per refusal");
+    assert.match(refused[0].error, /EIO/);
+    const recovered = logLines(env, "the spool takes events again");
+    assert.deepEqual(recovered.map((l) => l.refusals), [fault.rejected]);
+  });
+});
+
+test("the server drops the connection while the spool refuses: the frames received are kept; once reading resumes the close is seen and it is dialled again", async () => {
+  await withEnv({}, async (env) => {
+    const fault: EmitFault = { failing: true, rejected: 0 };
+    let conn = nextConnection(env.wss);
+    const input = env.start({}, fault);
+    let { socket } = await conn;
+    for (let i = 0; i < 500; i++) socket.send(JSON.stringify({ n: i }));
+    await waitFor(() => fault.rejected >= 2, "refused emits");
+    conn = nextConnection(env.wss);
+    socket.terminate();
+    // Reading is paused, so the close waits unread in the socket until the spool takes the frames.
+    await pause(100);
+    fault.failing = false;
+    ({ socket } = await conn);
+    socket.send(JSON.stringify({ n: 500 }));
+    await env.waitForCount(501);
+    assert.deepEqual(env.collect().map((e) => JSON.parse(e.event).n), Array.from({ length: 501 }, (_, i) => i));
+    assert.equal(input.counters.detail.disconnects, 1);
+  });
+});
+
+test("a stop while the spool refuses is prompt, and the frames not spooled are logged", async () => {
+  await withEnv({}, async (env) => {
+    const fault: EmitFault = { failing: true, rejected: 0 };
+    const conn = nextConnection(env.wss);
+    const input = env.start({}, fault);
+    const { socket } = await conn;
+    for (let i = 0; i < 100; i++) socket.send(JSON.stringify({ n: i }));
+    await waitFor(() => fault.rejected >= 2, "refused emits");
+    const t0 = Date.now();
+    await input.stop();
+    assert.ok(Date.now() - t0 < 1000, "stopped within a second");
+    assert.deepEqual(logLines(env, "frames not spooled").map((l) => l.frames), [100]);
+    assert.match(input.counters.last_error ?? "", /frames not spooled at stop/);
+  });
 });
 
 // ---- a hand-made server: malformed frames, failed handshakes ---------------------------------
