@@ -401,6 +401,8 @@ test("input: a refused emit is kept and retried with TCP paused; 10 connections 
   const { lines, log } = captureLog();
   const conns = 10, perConn = 1000;
   await withInput({ listen: ["tcp://127.0.0.1:0"] }, async (t) => {
+    // Before the first refusal, so "less than 10 s since" holds for the first line too.
+    const refusedAt = Date.now();
     const { port } = t.addr("tcp");
     const senders = Array.from({ length: conns }, (_, c) => {
       const body: string[] = [];
@@ -432,8 +434,9 @@ test("input: a refused emit is kept and retried with TCP paused; 10 connections 
     assert.deepEqual(next, new Array(conns).fill(perConn));
     assert.equal(t.counters.detail.emit_failures, fault.rejected);
     const refusedLines = lines.filter((l) => l.msg.startsWith("the spool refused events"));
-    assert.equal(refusedLines.length, 1, "one line, not one per refusal");
     assert.match(refusedLines[0]!.error, /EIO/);
+    // One line at the first refusal, the next no sooner than 10 s later.
+    if (Date.now() - refusedAt < 10_000) assert.equal(refusedLines.length, 1, "one line, not one per refusal");
     const recovered = lines.filter((l) => l.msg === "the spool takes events again");
     assert.equal(recovered.length, 1);
     assert.equal(recovered[0]!.refusals, fault.rejected);
@@ -469,6 +472,7 @@ test("input: the unterminated last message of a connection cut by idle_timeout i
 
 test("input: connections over max_connections are counted and logged, one line per 10 s with the count since the last", async () => {
   const { lines, log } = captureLog();
+  let quick = false;
   await withInput({ listen: ["tcp://127.0.0.1:0"], max_connections: 1 }, async (t) => {
     const { port } = t.addr("tcp");
     const open = () => new Promise<{ closed: Promise<void>; socket: ReturnType<typeof connect> }>((resolve, reject) => {
@@ -478,15 +482,18 @@ test("input: connections over max_connections are counted and logged, one line p
     });
     const first = await open();
     await until(() => t.counters.detail.connections === 1, "the first connection");
+    const t0 = Date.now();
     for (let i = 0; i < 5; i++) await (await open()).closed;
     assert.equal(t.counters.detail.rejected_connections, 5);
     const refused = lines.filter((l) => l.msg === "TCP connections refused: max_connections reached");
-    assert.equal(refused.length, 1);
     assert.deepEqual([refused[0]!.refused, refused[0]!.max_connections, refused[0]!.source_ip], [1, 1, "127.0.0.1"]);
+    if (Date.now() - t0 < 10_000) assert.equal(refused.length, 1, "the next line no sooner than 10 s later");
+    quick = Date.now() - t0 < 10_000;
     first.socket.destroy();
   }, { log });
   const refused = lines.filter((l) => l.msg === "TCP connections refused: max_connections reached");
-  assert.deepEqual(refused.map((l) => l.refused), [1, 4], "the rest as one count, at the latest when the input stops");
+  assert.equal(refused.reduce((n, l) => n + l.refused, 0), 5, "every refusal in some line, at the latest when the input stops");
+  if (quick) assert.deepEqual(refused.map((l) => l.refused), [1, 4]);
 });
 
 test("throttled: the first occurrence at once, then one line per interval with the count, the rest at close", async () => {
