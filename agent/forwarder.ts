@@ -188,7 +188,7 @@ export class Forwarder {
   private readonly probeIntervalMs: number;
   private readonly probeTimeoutMs: number;
   private readonly lastErrorKeepMs: number;
-  private readonly deadLetterMaxBytes: number;
+  private deadLetterMaxBytes: number;
 
   private readonly routes = new Map<string, RouteMeta | null>();
   private readonly pending = new Map<string, Batch>();
@@ -312,6 +312,17 @@ export class Forwarder {
       this.backoff.reset();
     }
     this.dispatch();
+  }
+
+  /** A new [dead_letter] max_bytes (config reload): a lower bound removes the oldest at once. */
+  setDeadLetterMaxBytes(maxBytes: number): Promise<void> {
+    this.deadLetterMaxBytes = Math.max(0, maxBytes);
+    const job = this.deadLetterQueue.then(async () => {
+      await (this.deadLetterScan ??= this.scanDeadLetters());
+      await this.trimDeadLetters();
+    });
+    this.deadLetterQueue = job.catch(() => {});
+    return job;
   }
 
   status(): ForwarderStatus {

@@ -535,6 +535,14 @@ describe("forwarder: failing output, bounded dead letters, probes", () => {
     // What stays is the newest: the last records, in order.
     const contents = await Promise.all(kept.map((n) => readFile(join(dl, n), "utf8")));
     assert.deepEqual(contents, records.slice(20 - kept.length).map((rec) => rec.map((l) => l + "\n").join("")));
+
+    // A lower bound from a config reload applies at once.
+    await f.setDeadLetterMaxBytes(2500);
+    const smaller = await folder(dl);
+    assert.ok(smaller.bytes <= 2500 && smaller.bytes > 0, `the folder holds ${smaller.bytes} bytes`);
+    assert.equal(f.status().dead_letter_bytes, smaller.bytes);
+    assert.equal(f.status().dead_letter_removed, 30 - smaller.names.length / 2);
+    assert.equal(smaller.names.at(-1), names.at(-1), "the newest stays");
   });
 
   test("a dead letter that cannot be written keeps the upload in the spool and retries it; written once the folder can be made", async () => {
