@@ -184,6 +184,7 @@ export class Agent implements ControlApi {
     this.config = { ...next, agent: { ...next.agent, dataDir: this.config.agent.dataDir }, control: { ...next.control, listen: b } };
     this.log.setLevel(next.agent.logLevel);
     this.forwarder.setApi(apiOptions(next));
+    this.forwarder.setDeadLetterMaxBytes(next.deadLetter.maxBytes);
     const result = await this.supervisor.apply(next.inputs);
     this.log.info("configuration reloaded", { ...result });
     return result;

@@ -4,7 +4,7 @@ import type { InputStatus } from "./supervisor.ts";
 export interface MetricsSnapshot {
   uptimeSeconds: number;
   inputs: InputStatus[];
-  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number };
+  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; dead_letter_bytes?: number; dead_letter_removed?: number };
   /** Upload bytes, uploads in flight, and what the API accepted per input. */
   delivery: { bytes: number; inflight: number; per_input: Map<string, { events: number; uploads: number; bytes: number }> };
   spool: {
@@ -46,7 +46,11 @@ export function renderMetrics(s: MetricsSnapshot): string {
   metric("output_input_uploads_total", "counter", "Uploads of an input the API accepted.", perInputSent.map(([input, m]) => [{ input }, m.uploads]));
   metric("output_retries_total", "counter", "Uploads retried after a failure.", [[{}, s.output.retries]]);
   metric("output_dead_lettered_total", "counter", "Uploads the API refused for good, kept in dead-letter/.", [[{}, s.output.dead_lettered]]);
+  metric("dead_letter_bytes", "gauge", "Bytes in the dead-letter folder (bounded by dead_letter.max_bytes).", [[{}, s.output.dead_letter_bytes ?? 0]]);
+  metric("dead_letter_removed_total", "counter", "Dead letters removed, oldest first, to keep the folder within dead_letter.max_bytes.", [[{}, s.output.dead_letter_removed ?? 0]]);
   metric("output_up", "gauge", "1 while the output is ok (not retrying, failing or unauthorized).", [[{}, s.output.state === "ok" ? 1 : 0]]);
+  metric("output_state", "gauge", "1 for the output's current state.",
+    (["ok", "retrying", "unauthorized", "failing"] as const).map((state) => [{ state }, s.output.state === state ? 1 : 0]));
   metric("spool_events", "gauge", "Events waiting in the spool.", [[{}, s.spool.events]]);
   metric("spool_bytes", "gauge", "Bytes waiting in the spool.", [[{}, s.spool.bytes]]);
   metric("spool_max_bytes", "gauge", "Spool bound.", [[{}, s.spool.max_bytes]]);
