@@ -129,6 +129,7 @@ export class Agent implements ControlApi {
     if (out.state !== "ok") problems.push(`output ${out.state}${out.last_error ? `: ${out.last_error}` : ""}`);
     for (const i of this.supervisor.status())
       if (i.state === "failed" || i.state === "backoff") problems.push(`input ${i.name} ${i.state}${i.last_error ? `: ${i.last_error}` : ""}`);
+      else if (i.emit_retrying === true) problems.push(`input ${i.name} cannot hand its events to the spool (kept, retrying)${i.last_error ? `: ${i.last_error}` : ""}`);
     const sp = this.spool.stats();
     if (sp.full === "min_free")
       problems.push(`spool full: free space on the data_dir's filesystem (${formatBytes(sp.free_bytes ?? 0)}) is below spool.min_free (${formatBytes(sp.min_free_bytes)}); inputs are paused`);

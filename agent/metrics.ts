@@ -37,6 +37,12 @@ export function renderMetrics(s: MetricsSnapshot): string {
   metric("input_errors_total", "counter", "Problems an input counted.", perInput((i) => i.errors));
   metric("input_restarts_total", "counter", "Times an input was restarted after failing.", perInput((i) => i.restarts));
   metric("input_up", "gauge", "1 while the input is running.", perInput((i) => (i.state === "running" ? 1 : 0)));
+  // Losses an input counts in its status detail (syslog, websocket), where it has them.
+  const detail = (key: string): Sample[] =>
+    s.inputs.filter((i) => typeof i[key] === "number").map((i) => [{ input: i.name, type: i.type }, i[key] as number]);
+  metric("input_udp_dropped_total", "counter", "Datagrams dropped: the input's queue was full or the kernel's socket buffer overflowed.", detail("udp_dropped"));
+  metric("input_connections_refused_total", "counter", "TCP connections refused over max_connections.", detail("rejected_connections"));
+  metric("input_emit_failures_total", "counter", "Hand-overs the spool refused (kept and tried again).", detail("emit_failures"));
   metric("output_events_total", "counter", "Events the API accepted.", [[{}, s.output.sent_events]]);
   metric("output_uploads_total", "counter", "Uploads the API accepted.", [[{}, s.output.sent_uploads]]);
   metric("output_bytes_total", "counter", "Upload bytes the API accepted.", [[{}, s.delivery.bytes]]);
