@@ -7,7 +7,8 @@
 // the lock).
 //
 // Where flock cannot be called (no FFI for this runtime or C library), an O_EXCL lock file
-// <data_dir>/lock.pid holding the pid stands in: a file whose pid is dead is stale and taken
+// <data_dir>/lock.pid (its own name, so that taking over a stale one never deletes the flock
+// file) holding the pid stands in: a file whose pid is dead is stale and taken
 // over (an empty one once it is 2 s old). That fallback has the usual narrow race between two
 // newcomers taking over one stale file, and a holder that could not write its pid (full disk)
 // looks stale; on Linux under Bun and Deno the flock path is used.
