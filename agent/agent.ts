@@ -21,6 +21,9 @@ import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.t
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
+/** How often a missing disk-space reserve is put back (when the disk has room for it). */
+const RESERVE_CHECK_MS = 10_000;
+
 export interface RunOptions {
   configPath: string;
   log?: RootLogger;
@@ -36,6 +39,7 @@ export class Agent implements ControlApi {
   private server?: Served;
   private token = "";
   private stopping?: Promise<void>;
+  private readonly reserveTimer: ReturnType<typeof setInterval>;
   private resolveDone!: () => void;
   /** Resolves once the agent has shut down. */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
@@ -46,7 +50,12 @@ export class Agent implements ControlApi {
     private readonly spool: Spool,
     private readonly forwarder: Forwarder,
     private readonly supervisor: Supervisor,
-  ) {}
+    private readonly reserve: Reserve,
+  ) {
+    // A reserve used up on a full disk is put back once deliveries have freed space.
+    this.reserveTimer = setInterval(() => void this.reserve.ensure(), RESERVE_CHECK_MS);
+    (this.reserveTimer as { unref?: () => void }).unref?.();
+  }
 
   static async start(opts: RunOptions): Promise<Agent> {
     const config = await loadConfig(opts.configPath, inputPlugins);
@@ -57,8 +66,22 @@ export class Agent implements ControlApi {
     // touched; held until this process ends. The reserve lets start-up writes through on a full disk.
     const reserve = new Reserve(dataDir, { log });
     await DataDirLock.acquire(dataDir, { log, reserve });
-    await removeLeftoverTempFiles(dataDir, log);
-    await reserve.ensure();
+    try {
+      await removeLeftoverTempFiles(dataDir, log);
+      await reserve.ensure();
+      const agent = await Agent.assemble(opts, config, log, reserve);
+      log.info("agent started", { version: VERSION, pid: process.pid, control: agent.url, inputs: config.inputs.size });
+      return agent;
+    } catch (err) {
+      // A start that failed must not keep the data_dir from the next one in this process.
+      DataDirLock.heldOn(dataDir)?.release();
+      throw err;
+    }
+  }
+
+  /** Spool, state, forwarder, inputs and the control server, on a locked data_dir. */
+  private static async assemble(opts: RunOptions, config: AgentConfig, log: RootLogger, reserve: Reserve): Promise<Agent> {
+    const dataDir = config.agent.dataDir;
 
     const spool = await Spool.open({
       dir: join(dataDir, "spool"),
@@ -68,7 +91,8 @@ export class Agent implements ControlApi {
       fsync: config.spool.fsync,
       log: log.child({ component: "spool" }),
     });
-    const state = new StateStore(join(dataDir, "state"));
+    // A state save that meets a full disk may use the reserve (the input's checkpoint then holds).
+    const state = new StateStore(join(dataDir, "state"), () => reserve.release("saving input state"));
     let agent: Agent | undefined;
     const forwarder = new Forwarder({
       spool,
@@ -86,7 +110,7 @@ export class Agent implements ControlApi {
       hostname: config.agent.hostname,
       restart: opts.restart,
     });
-    agent = new Agent(config, log, spool, forwarder, supervisor);
+    agent = new Agent(config, log, spool, forwarder, supervisor, reserve);
     forwarder.start();
     await supervisor.apply(config.inputs);
     try {
@@ -95,7 +119,6 @@ export class Agent implements ControlApi {
       await agent.shutdown();
       throw err;
     }
-    log.info("agent started", { version: VERSION, pid: process.pid, control: agent.url, inputs: config.inputs.size });
     return agent;
   }
 
@@ -205,6 +228,7 @@ export class Agent implements ControlApi {
   shutdown(): Promise<void> {
     this.stopping ??= (async () => {
       this.log.info("agent stopping");
+      clearInterval(this.reserveTimer);
       const t0 = Date.now();
       await this.supervisor.stopAll();
       await this.spool.sync();

@@ -26,7 +26,8 @@ import { Backoff, sleep } from "./helpers/backoff.ts";
 import { replaceSecrets, TLS_WARNING } from "./helpers/redact.ts";
 import { errorMessage } from "./log.ts";
 import type { EventKind, Logger } from "./plugin.ts";
-import { isNoSpace, type Spool, type SpoolRecord } from "./spool.ts";
+import { isNoSpace } from "./fserrors.ts";
+import type { Spool, SpoolRecord } from "./spool.ts";
 import { buildUploadBody, countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
 
 export type { RouteMeta };

@@ -9,8 +9,8 @@ import { errorMessage } from "./log.ts";
 import type { Logger } from "./plugin.ts";
 import { RESERVE_TEMP } from "./reserve.ts";
 import { RUNNING_CONFIG_TEMP } from "./runningconfig.ts";
+import { STATE_TEMP_FILE } from "./state.ts";
 
-const STATE_TEMP = /\.json\.tmp-\d+-\d+$/;
 
 /** Removes the leftovers; resolves to the paths removed. Never rejects. */
 export async function removeLeftoverTempFiles(dataDir: string, log?: Logger): Promise<string[]> {
@@ -34,7 +34,7 @@ export async function removeLeftoverTempFiles(dataDir: string, log?: Logger): Pr
     }
   };
   await sweep(dataDir, (name) => RUNNING_CONFIG_TEMP.test(name) || name === RESERVE_TEMP);
-  await sweep(join(dataDir, "state"), (name) => STATE_TEMP.test(name));
+  await sweep(join(dataDir, "state"), (name) => STATE_TEMP_FILE.test(name));
   if (removed.length) log?.info("removed temp files left by an earlier run", { files: removed });
   return removed;
 }

@@ -19,6 +19,7 @@
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
+import { isNoSpace } from "./fserrors.ts";
 import { errorMessage } from "./log.ts";
 import type { Logger } from "./plugin.ts";
 
@@ -26,11 +27,6 @@ export const RESERVE_BYTES = 1024 * 1024;
 /** The reserve being written, renamed to "reserve" once whole. */
 export const RESERVE_TEMP = "reserve.tmp";
 
-/** The error a write gets when the filesystem (ENOSPC) or the user's quota (EDQUOT) is full. */
-export function isNoSpace(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === "ENOSPC" || code === "EDQUOT";
-}
 
 // One queue per reserve file in this process, shared by every Reserve object over it.
 const queues = new Map<string, Promise<unknown>>();

@@ -27,7 +27,6 @@ import { Buffer } from "node:buffer";
 import type { Logger } from "./plugin.ts";
 import { crc32 } from "./helpers/crc32.ts";
 import { isNoSpace } from "./fserrors.ts";
-export { isNoSpace } from "./fserrors.ts";
 import { errorMessage } from "./log.ts";
 
 /** Free space to keep on the spool's filesystem: bytes, or a percentage of its size (capped). */

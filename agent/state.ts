@@ -42,6 +42,9 @@ interface KeyQueue {
 
 let tmpCounter = 0;
 
+/** A temp file of an atomic write (`<key>.json.tmp-<pid>-<n>`): one a crash left is removed at start. */
+export const STATE_TEMP_FILE = /\.json\.tmp-\d+-\d+$/;
+
 export class StateStore {
   private readonly queues = new Map<string, KeyQueue>();
   private dirReady: Promise<void> | null = null;
@@ -50,7 +53,7 @@ export class StateStore {
    * `freeSpace` is asked when a save finds the disk full; when it frees some (the agent's
    * reserve file), the save is tried once more at once.
    */
-  constructor(readonly dir: string, private readonly freeSpace?: () => boolean) {}
+  constructor(readonly dir: string, private readonly freeSpace?: () => Promise<boolean>) {}
 
   fileFor(key: string): string {
     if (key.length === 0) throw new Error("state key must not be empty");
@@ -153,14 +156,14 @@ export class StateStore {
     try {
       await this.writeAtomicOnce(file, text);
     } catch (err) {
-      if (!isNoSpace(err) || !this.freeSpace?.()) throw err;
+      if (!isNoSpace(err) || !(await this.freeSpace?.())) throw err;
       await this.writeAtomicOnce(file, text);
     }
   }
 
   private async writeAtomicOnce(file: string, text: string): Promise<void> {
     await this.ensureDir();
-    const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`;
+    const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`; // STATE_TEMP_FILE matches it
     try {
       const fh = await fsp.open(tmp, "w", 0o600);
       try {

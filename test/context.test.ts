@@ -88,7 +88,7 @@ describe("checkpoints on a full disk", { skip: cannotMount }, () => {
     cleanup.push(() => small.unmount());
     const reserve = small.fill(0, "reserve");
     let asked = 0;
-    const store = new StateStore(path.join(small.dir, "state"), () => {
+    const store = new StateStore(path.join(small.dir, "state"), async () => {
       asked++;
       fs.unlinkSync(reserve);
       return true;

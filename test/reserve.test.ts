@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } f
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createLogger } from "../agent/log.ts";
-import { isNoSpace, Reserve, RESERVE_BYTES } from "../agent/reserve.ts";
+import { isNoSpace } from "../agent/fserrors.ts";
+import { Reserve, RESERVE_BYTES } from "../agent/reserve.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
 
 describe("disk-space reserve on a 4 MiB tmpfs", { skip: cannotMount }, () => {

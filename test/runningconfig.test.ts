@@ -8,7 +8,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { removeLeftoverTempFiles } from "../agent/leftovers.ts";
-import { isNoSpace, Reserve } from "../agent/reserve.ts";
+import { isNoSpace } from "../agent/fserrors.ts";
+import { Reserve } from "../agent/reserve.ts";
 import { readRunningConfig, removeRunningConfig, runningConfigPath, writeRunningConfig } from "../agent/runningconfig.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
 
