@@ -7,7 +7,7 @@
 // through symbolic links to directories (which could loop).
 import { readdir, stat } from "node:fs/promises";
 import type { Dirent } from "node:fs";
-import { basename, join, resolve, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 
 /** True when `text` contains glob syntax (an unescaped `*`, `?`, `[` or `{`). */
 export function hasGlobMagic(text: string): boolean {
@@ -229,19 +229,7 @@ export async function expandGlobs(patterns: string[], exclude: string[] = []): P
 // ---- where to watch ---------------------------------------------------------------------------
 
 /** Tells whether an entry's name (not its path) is one a pattern can use at some level. */
-export type NameTest = (name: string) => boolean;
-
-/**
- * Where files matching glob patterns can appear, so that directories can be watched instead
- * of listed: `files` are the existing directories whose entries a pattern can match as files,
- * `dirs` the existing directories in which a new entry could be (or lead to) a new directory
- * of `files`: one a wildcard or `**` goes through, or the deepest existing part of a pattern's
- * directory that does not exist yet. Each comes with the test of an entry's name there.
- */
-export interface GlobWatchPlan {
-  files: Map<string, NameTest>;
-  dirs: Map<string, NameTest>;
-}
+type NameTest = (name: string) => boolean;
 
 function nameTest(seg: Segment): NameTest {
   if (seg.kind === "literal") return (name) => name === seg.name;
@@ -249,51 +237,126 @@ function nameTest(seg: Segment): NameTest {
   return (name) => (seg.dotOk || !name.startsWith(".")) && seg.re.test(name);
 }
 
-function addTest(map: Map<string, NameTest>, dir: string, test: NameTest): void {
-  const before = map.get(dir);
-  map.set(dir, before ? (name) => before(name) || test(name) : test);
+/** A brace-free pattern as its directory segments and the test of a file's name. */
+interface CompiledPattern {
+  dirs: Segment[];
+  leaf: NameTest;
 }
 
-/** Walks the directories that `segs` (a pattern without its last part) match, as walk() does for files. */
-async function planWalk(dir: string, segs: Segment[], i: number, leaf: NameTest, plan: GlobWatchPlan): Promise<void> {
+function compilePatterns(patterns: string[]): CompiledPattern[] {
+  const out: CompiledPattern[] = [];
+  for (const pattern of patterns) {
+    for (const p of expandBraces(pattern)) {
+      const parts = patternParts(p);
+      if (parts.length === 0) continue;
+      out.push({ dirs: parts.slice(0, -1).map(compileSegment), leaf: nameTest(compileSegment(parts[parts.length - 1]!)) });
+    }
+  }
+  return out;
+}
+
+/** Walks the directories that `segs` match, as walk() does for files, adding each directory worth watching. */
+async function watchWalk(dir: string, segs: Segment[], i: number, out: Set<string>): Promise<void> {
   if (i === segs.length) {
-    addTest(plan.files, dir, leaf);
+    out.add(dir);
+    // Its parent too: a directory's own removal does not always reach its watch (Bun), its parent's entry going always does.
+    out.add(dirname(dir));
     return;
   }
   const seg = segs[i]!;
   if (seg.kind === "literal") {
     const next = join(dir, seg.name);
-    if (await isDirectory(next)) await planWalk(next, segs, i + 1, leaf, plan);
-    else addTest(plan.dirs, dir, nameTest(seg));
+    // A missing directory is watched for from its deepest existing parent.
+    if (await isDirectory(next)) await watchWalk(next, segs, i + 1, out);
+    else out.add(dir);
     return;
   }
+  out.add(dir);
   const test = nameTest(seg);
-  addTest(plan.dirs, dir, test);
   const entries = await listDir(dir);
   if (seg.kind === "globstar") {
-    await planWalk(dir, segs, i + 1, leaf, plan);
+    await watchWalk(dir, segs, i + 1, out);
     for (const e of entries) {
-      if (e.isDirectory() && test(e.name)) await planWalk(join(dir, e.name), segs, i, leaf, plan);
+      if (e.isDirectory() && test(e.name)) await watchWalk(join(dir, e.name), segs, i, out);
     }
     return;
   }
   for (const e of entries) {
     if (!test(e.name)) continue;
     const path = join(dir, e.name);
-    if (e.isDirectory() || (e.isSymbolicLink() && (await isDirectory(path)))) await planWalk(path, segs, i + 1, leaf, plan);
+    if (e.isDirectory() || (e.isSymbolicLink() && (await isDirectory(path)))) await watchWalk(path, segs, i + 1, out);
   }
 }
 
-/** The directories to watch for `patterns` (relative ones are relative to the current directory). */
-export async function globWatchPlan(patterns: string[]): Promise<GlobWatchPlan> {
-  const plan: GlobWatchPlan = { files: new Map(), dirs: new Map() };
-  for (const pattern of patterns) {
-    for (const p of expandBraces(pattern)) {
-      const parts = patternParts(p);
-      if (parts.length === 0) continue;
-      const leaf = nameTest(compileSegment(parts[parts.length - 1]!));
-      await planWalk("/", parts.slice(0, -1).map(compileSegment), 0, leaf, plan);
-    }
+/**
+ * The existing directories to watch so that every file `patterns` can come to match is seen
+ * when it appears: those whose entries a pattern can match as files (and their parents, where
+ * their removal shows), those a wildcard or `**` goes through (a new subdirectory there can
+ * hold matches), and, for a pattern's directory that does not exist yet, its deepest existing
+ * parent.
+ */
+export async function globWatchDirs(patterns: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const p of compilePatterns(patterns)) await watchWalk("/", p.dirs, 0, out);
+  return out;
+}
+
+/** The indexes of `segs` reachable once all of `comps` are matched from segs[i] and comps[j]. */
+function reach(segs: Segment[], i: number, comps: string[], j: number, out: Set<number>): void {
+  if (j === comps.length) {
+    out.add(i);
+    // "**" also matches no directory at all.
+    while (i < segs.length && segs[i]!.kind === "globstar") out.add(++i);
+    return;
   }
-  return plan;
+  if (i === segs.length) return;
+  const seg = segs[i]!;
+  if (seg.kind === "globstar") {
+    reach(segs, i + 1, comps, j, out);
+    if (nameTest(seg)(comps[j]!)) reach(segs, i, comps, j + 1, out);
+  } else if (nameTest(seg)(comps[j]!)) {
+    reach(segs, i + 1, comps, j + 1, out);
+  }
+}
+
+/** Matching single paths against patterns, with the same rules as the listing (synchronous, no file system access). */
+export interface GlobMatcher {
+  /** Whether a file at `path` matches one of the patterns (exclusions aside). */
+  file(path: string): boolean;
+  /** For a directory at `path`: whether files right in it can match (`files`), and files further down (`below`). */
+  dir(path: string): { files: boolean; below: boolean };
+}
+
+export function globMatcher(patterns: string[]): GlobMatcher {
+  const compiled = compilePatterns(patterns);
+  const comps = (path: string) => resolve(path).split(sep).filter((p) => p !== "");
+  const dir = (path: string) => {
+    const cs = comps(path);
+    let files = false;
+    let below = false;
+    for (const p of compiled) {
+      const at = new Set<number>();
+      reach(p.dirs, 0, cs, 0, at);
+      for (const i of at) {
+        if (i === p.dirs.length) files = true;
+        else below = true;
+      }
+      if (files && below) break;
+    }
+    return { files, below };
+  };
+  return {
+    dir,
+    file(path) {
+      const cs = comps(path);
+      const name = cs.pop();
+      if (name === undefined) return false;
+      return compiled.some((p) => {
+        if (!p.leaf(name)) return false;
+        const at = new Set<number>();
+        reach(p.dirs, 0, cs, 0, at);
+        return at.has(p.dirs.length);
+      });
+    },
+  };
 }

@@ -2,7 +2,7 @@
 // watch event that announced it, before a fast rotation can rename it away, and
 // node:fs/promises cannot wrap a descriptor opened that way in a FileHandle; so every file
 // the input follows is held as one of these, whichever way it was opened.
-import { close, closeSync, fstat, fstatSync, open, openSync, read } from "node:fs";
+import { close, closeSync, fstat, fstatSync, open, openSync, read, readSync } from "node:fs";
 import type { Stats } from "node:fs";
 
 export class FileFd {
@@ -22,6 +22,10 @@ export class FileFd {
     return new Promise((resolve, reject) =>
       read(this.fd, buf, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve({ bytesRead }))),
     );
+  }
+
+  readSync(buf: Uint8Array, offset: number, length: number, position: number): number {
+    return readSync(this.fd, buf, offset, length, position);
   }
 
   stat(): Promise<Stats> {

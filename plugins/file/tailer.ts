@@ -23,12 +23,11 @@
 // offset counts as taken only once its batch is in the spool, and the checkpoint (which the
 // core saves once those events are durable) holds only taken offsets. Bytes of an unfinished
 // line or of a multiline event still being built are never covered by a checkpoint.
-import { readdirSync, statSync } from "node:fs";
+import { lstatSync, readdirSync, statSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import type { InputContext } from "../../agent/plugin.ts";
-import { expandBraces, expandGlobs, globWatchPlan, pathMatcher } from "../../agent/helpers/glob.ts";
-import type { GlobWatchPlan } from "../../agent/helpers/glob.ts";
+import { expandGlobs, globMatcher, globWatchDirs, pathMatcher } from "../../agent/helpers/glob.ts";
 import { sleep } from "../../agent/helpers/backoff.ts";
 import { LineSplitter, toJsonEvents, toMessageEvents } from "./lines.ts";
 import { MultilineJoiner } from "./multiline.ts";
@@ -176,6 +175,10 @@ class Tracked {
   orphaned = false;
   /** A watch event said it was written to: its size is asked before reading on (it may have been truncated). */
   changed = false;
+  /** A watch event found it shorter than before, or no longer starting with its first bytes: it was truncated. */
+  shrunk = false;
+  /** The largest size seen since it was last read from its start. */
+  sizeSeen = 0;
   /**
    * It may be a copy of a file still being read (not read until that one is truncated or
    * gone), or a copy still being made (its first bytes are those of a known file, and fewer
@@ -216,6 +219,7 @@ class Tracked {
     this.readPos = start;
     this.committed = start;
     this.knownSize = st.size;
+    this.sizeSeen = st.size;
     this.mtimeMs = st.mtimeMs;
     this.lastActivity = now;
     this.openedAt = now;
@@ -284,7 +288,8 @@ export class FileTailer {
   /** The glob listing comes often enough to notice a change of an idle file by itself. */
   private readonly scanWakes: boolean;
   private readonly excluded: (path: string) => boolean;
-  private readonly included: (path: string) => boolean;
+  /** Which paths the globs match, and which directories can hold such paths. */
+  private readonly globs: ReturnType<typeof globMatcher>;
   private batch: string[] = [];
   private batchBytes = 0;
   /** Per file in the batch: its offset once the batch is taken, and whether that offset is inside a cut line. */
@@ -301,8 +306,6 @@ export class FileTailer {
   private scanSoon = false;
   /** When the globs were last listed (ms since epoch). */
   private lastScanAt = 0;
-  /** Where files can appear, and the watches on those directories. */
-  private plan: GlobWatchPlan = { files: new Map(), dirs: new Map() };
   private readonly watchers: DirWatchers;
   /** A directory appeared (or a watch was lost) where the globs reach: work out where to watch again. */
   private replanDue = false;
@@ -318,8 +321,7 @@ export class FileTailer {
     this.scanWakes = opts.glob_interval <= this.idleCheckMax;
     const excludes = opts.exclude.map((p) => pathMatcher(p));
     this.excluded = (path) => excludes.some((m) => m(path));
-    const includes = opts.paths.flatMap((p) => expandBraces(p)).map((p) => pathMatcher(resolve(p)));
-    this.included = (path) => includes.some((m) => m(path)) && !this.excluded(path);
+    this.globs = globMatcher(opts.paths);
     this.watchers = new DirWatchers(
       (dir, type, name) => this.onWatchEvent(dir, type, name),
       (dir, reason, started) => this.onWatchLost(dir, reason, started),
@@ -398,26 +400,51 @@ export class FileTailer {
    */
   private async replan(listNew: boolean, retryFailed: boolean): Promise<void> {
     this.replanDue = false;
-    let plan: GlobWatchPlan;
+    const startedAt = Date.now();
+    let dirs: Set<string>;
     try {
-      plan = await globWatchPlan(this.opts.paths);
+      dirs = await globWatchDirs(this.opts.paths);
     } catch (err) {
       this.ctx.log.warn("cannot work out which directories to watch; relying on the listing", { error: messageOf(err) });
       return;
     }
-    this.plan = plan;
-    const added = this.watchers.update([...plan.files.keys(), ...plan.dirs.keys()], retryFailed);
-    if (!listNew) return;
-    for (const dir of added) {
-      const test = plan.files.get(dir);
-      if (!test) continue;
-      let names: string[];
-      try {
-        names = readdirSync(dir);
-      } catch {
-        continue;
-      }
-      for (const name of names) if (test(name)) this.appeared(join(dir, name), true, false);
+    const added = this.watchers.update(dirs, retryFailed, startedAt);
+    if (listNew) for (const dir of added) this.listDir(dir);
+  }
+
+  /** Looks at every entry of a directory just watched: files the globs match are opened. */
+  private listDir(dir: string): void {
+    if (!this.globs.dir(dir).files) return;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) this.appeared(join(dir, name));
+  }
+
+  /**
+   * A directory appeared where the globs reach (inside a watch event): it is watched at once
+   * and its entries looked at, so that files made in it right away are not missed; then the
+   * watches are worked out again.
+   */
+  private dirAppeared(dir: string): void {
+    const m = this.globs.dir(dir);
+    if (!m.files && !m.below) return;
+    this.replanDue = true;
+    this.wakeLoop?.();
+    if (!this.watchers.add(dir)) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) this.dirAppeared(path);
+      else if (m.files) this.appeared(path);
     }
   }
 
@@ -442,14 +469,15 @@ export class FileTailer {
       this.wakeLoop?.();
       return;
     }
-    const isFile = this.plan.files.get(dir)?.(name) ?? false;
-    const isDir = this.plan.dirs.get(dir)?.(name) ?? false;
-    if (!isFile && !isDir) return;
     const path = join(dir, name);
     if (type === "change") {
-      if (isFile) this.written(path);
-    } else {
-      this.appeared(path, isFile, isDir);
+      if (this.byPath.has(path) || this.globs.file(path)) this.written(path);
+      return;
+    }
+    if (this.byPath.has(path) || this.globs.file(path)) this.appeared(path);
+    else {
+      const m = this.globs.dir(path);
+      if (m.files || m.below) this.appeared(path);
     }
   }
 
@@ -458,11 +486,14 @@ export class FileTailer {
     const f = this.byPath.get(path);
     if (!f) {
       // Not followed: a file that could not be opened before, or one whose creation was not seen.
-      if (!this.firstScan && !this.unopened.has(path)) this.appeared(path, true, false);
+      if (!this.firstScan && !this.unopened.has(path)) this.appeared(path);
       return;
     }
     f.changed = true;
     this.wake(f);
+    if (f.fh !== null) this.checkSize(f);
+    // Whether a file on probation is a copy is best decided as soon as it has bytes to tell.
+    if (f.probation) this.wakeLoop?.();
     if (f.fh === null && f.waitingSince === 0) {
       f.waitingSince = Date.now();
       this.demand++;
@@ -471,32 +502,71 @@ export class FileTailer {
   }
 
   /**
+   * Inside a watch event for a followed file: notices a truncation the moment it happens.
+   * The loop may not have read the file at all yet (copytruncate right after a write), and
+   * a file truncated before anything was read from it looks, later, like one that was never
+   * written to; what it held is then only in its copy, found by the first bytes kept here.
+   */
+  private checkSize(f: Tracked): void {
+    let size: number;
+    try {
+      size = f.fh!.statSync().size;
+    } catch {
+      return; // the next read reports it
+    }
+    if (size < f.sizeSeen) {
+      f.shrunk = true;
+      this.wakeLoop?.();
+      return;
+    }
+    f.sizeSeen = size;
+    if (f.fp.len >= FINGERPRINT_BYTES || size <= f.fp.len) return;
+    const head = new Uint8Array(FINGERPRINT_BYTES);
+    let got = 0;
+    try {
+      got = f.fh!.readSync(head, 0, head.length, 0);
+    } catch {
+      return;
+    }
+    const now = head.subarray(0, got);
+    if (!headMatches(now, f.fp)) {
+      f.shrunk = true; // truncated and written again since the last look
+      this.wakeLoop?.();
+    } else if (now.length > f.fp.len) {
+      f.fp = fingerprintOf(now);
+      if (f.sample.length < SAMPLE_BYTES) f.sample = sampleOf(now);
+    }
+  }
+
+  /**
    * Something appeared at, or went from, `path`. A regular file the globs match is opened at
    * once (synchronously: it may be renamed away in a moment, and the descriptor keeps it); a
-   * directory where the globs reach makes the watches be worked out again.
+   * directory where the globs reach is watched at once.
    */
-  private appeared(path: string, isFile: boolean, isDir: boolean): void {
+  private appeared(path: string): void {
     const now = Date.now();
     let st;
     try {
-      st = statSync(path);
+      st = lstatSync(path);
+      if (st.isDirectory()) return this.dirAppeared(path);
+      if (st.isSymbolicLink()) st = statSync(path);
     } catch (err) {
       const code = errorCode(err);
       if (code === "ENOENT" || code === "ENOTDIR") {
         const f = this.byPath.get(path);
         if (f) this.lostPath(f, now);
+        this.watchers.check(path);
       }
       return;
     }
     if (st.isDirectory()) {
-      if (isDir) {
-        this.replanDue = true;
-        this.wakeLoop?.();
-      }
+      // A symbolic link to a directory: the plan's walk decides whether the globs go through it.
+      this.replanDue = true;
+      this.wakeLoop?.();
       return;
     }
     // Only regular files are opened: opening a FIFO would block.
-    if (!isFile || !st.isFile() || this.excluded(path)) return;
+    if (!st.isFile() || !this.globs.file(path) || this.excluded(path)) return;
     const id = idOf(st.dev, st.ino);
     const before = this.byPath.get(path);
     if (before && before.id !== id) this.lostPath(before, now);
@@ -852,6 +922,7 @@ export class FileTailer {
    * next line break is a fragment, skipped), and the bytes before it.
    */
   private async resumePoint(fh: FileFd, offset: number, cut: boolean): Promise<[number, boolean, Uint8Array]> {
+    if (offset === 0) return [0, false, NO_BYTES];
     if (this.codec.unitBytes === 2 && (offset & 1) === 1) return [offset + 1, !cut, NO_BYTES]; // inside a character
     const from = Math.max(0, offset - TAIL_BYTES);
     const buf = new Uint8Array(offset - from);
@@ -890,6 +961,11 @@ export class FileTailer {
    * start settled), false while it must wait.
    */
   private async endProbation(f: Tracked, now: number): Promise<boolean> {
+    if (f.shrunk) {
+      // Truncated while it waited: not a copy being made. What it held may be in a copy of it.
+      f.probation = false;
+      return true;
+    }
     if (now < f.nextCheck) return false;
     const fh = f.fh!;
     const st = await fsop(fh.stat());
@@ -1062,6 +1138,10 @@ export class FileTailer {
   private async readOnce(f: Tracked, now: number): Promise<boolean> {
     const fh = f.fh!;
     if (f.probation && !(await this.endProbation(f, now))) return false;
+    if (f.shrunk) {
+      await this.restartFromZero(f, await fsop(readHead(fh)), "truncated");
+      f.changed = true;
+    }
     if (f.readPos >= f.knownSize || f.changed) {
       // A file that went to another name or away is watched closely: nothing else will tell when it ends.
       if (now < f.nextCheck && !f.orphaned && !f.changed) return false;
@@ -1077,6 +1157,7 @@ export class FileTailer {
         await this.checkHead(f, await fsop(readHead(fh)));
       }
       f.knownSize = st.size;
+      if (st.size > f.sizeSeen) f.sizeSeen = st.size;
       if (st.size <= f.readPos) {
         this.backOff(f, now);
         await this.checkPath(f, now);
@@ -1220,6 +1301,8 @@ export class FileTailer {
     f.committed = 0;
     f.committedCut = false;
     f.knownSize = 0;
+    f.sizeSeen = 0;
+    f.shrunk = false;
     f.fp = fingerprintOf(head);
     f.sample = sampleOf(head);
     f.tail = NO_BYTES;
@@ -1248,7 +1331,7 @@ export class FileTailer {
     const candidates: Array<{ path: string; size: number; ctimeMs: number }> = [];
     for (const name of names) {
       const path = join(dir, name);
-      if (this.included(path)) continue;
+      if (this.globs.file(path) && !this.excluded(path)) continue;
       let st;
       try {
         st = await stat(path);

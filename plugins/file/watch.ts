@@ -22,6 +22,8 @@ export type WatchLost = (dir: string, reason: string, started: boolean) => void;
 
 interface Watch {
   watcher: FSWatcher;
+  /** When it began (ms since epoch). */
+  since: number;
   /** The watched directory's device and inode when the watch began. */
   id: string;
   /** It has delivered an event or survived an update(): an error now means a watch that was working broke. */
@@ -59,16 +61,17 @@ export class DirWatchers {
   }
 
   /**
-   * Watches exactly `dirs`: others are closed, and one whose directory was replaced since its
-   * watch began is watched anew. Directories whose watch failed before are tried again only
-   * with `retryFailed`. Returns the directories watched now that were not before.
+   * Watches exactly `dirs`, worked out from what the file system held at `since`: others are
+   * closed (unless watched after `since`: they were not known then), and one whose directory
+   * was replaced since its watch began is watched anew. Directories whose watch failed before
+   * are tried again only with `retryFailed`. Returns the directories watched now that were not before.
    */
-  update(dirs: Iterable<string>, retryFailed: boolean): string[] {
+  update(dirs: Iterable<string>, retryFailed: boolean, since = Date.now()): string[] {
     if (this.closed) return [];
     const wanted = new Set(dirs);
     for (const [dir, w] of this.watches) {
       // A replaced directory is watched anew below and reported as added, so its entries are looked at.
-      if (!wanted.has(dir) || dirId(dir) !== w.id) this.drop(dir, w);
+      if ((!wanted.has(dir) && w.since < since) || dirId(dir) !== w.id) this.drop(dir, w);
       else w.started = true;
     }
     for (const dir of this.failed.keys()) if (!wanted.has(dir)) this.failed.delete(dir);
@@ -78,6 +81,24 @@ export class DirWatchers {
       if (this.start(dir)) added.push(dir);
     }
     return added;
+  }
+
+  /**
+   * Watches one more directory (until the next update() leaves it out), anew if the directory
+   * there is another one than the watch's; true when it is watched now.
+   */
+  add(dir: string): boolean {
+    if (this.closed) return false;
+    const w = this.watches.get(dir);
+    if (w && dirId(dir) === w.id) return true;
+    if (w) this.drop(dir, w);
+    return this.start(dir);
+  }
+
+  /** An event elsewhere says `dir` may be gone: a watch on a directory that is not there any more is lost. */
+  check(dir: string): void {
+    const w = this.watches.get(dir);
+    if (w && dirId(dir) !== w.id) this.lose(dir, "directory removed or renamed");
   }
 
   close(): void {
@@ -108,7 +129,7 @@ export class DirWatchers {
     watcher.on("error", (err) => {
       if (this.watches.get(dir)?.watcher === watcher) this.lose(dir, messageOf(err));
     });
-    this.watches.set(dir, { watcher, id, started: false });
+    this.watches.set(dir, { watcher, id, started: false, since: Date.now() });
     this.failed.delete(dir);
     return true;
   }
