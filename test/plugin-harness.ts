@@ -9,14 +9,14 @@
 //   });
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInputContext, type CoreInputContext } from "../agent/context.ts";
 import { createLogger, silentLogger } from "../agent/log.ts";
-import type { InputPlugin } from "../agent/plugin.ts";
+import { FatalInputError, type InputPlugin } from "../agent/plugin.ts";
 import { Spool } from "../agent/spool.ts";
 import { StateStore } from "../agent/state.ts";
 import { until } from "./until.ts";
@@ -92,6 +92,28 @@ export class InputTestEnv {
     const dir = await mkdtemp(join(tmpdir(), `${plugin.type}-input-`));
     const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 64 << 20, whenFull: "block", fsync: opts.fsyncMs ?? 20, log: silentLogger });
     return new InputTestEnv(plugin, opts.name, dir, spool);
+  }
+
+  /** The input's state file in this env. */
+  get stateFile(): string {
+    return join(this.dir, "state", `${this.name}.json`);
+  }
+
+  /**
+   * For each [state, key]: with that state saved, an instance started with `raw` fails with a
+   * FatalInputError naming the state file and the key (a wrong-shaped state is never ignored).
+   */
+  async expectStateRefused(bads: Array<[unknown, string]>, raw: Record<string, unknown>): Promise<void> {
+    await mkdir(join(this.dir, "state"), { recursive: true });
+    for (const [bad, key] of bads) {
+      await writeFile(this.stateFile, JSON.stringify(bad));
+      const input = this.start(raw);
+      let outcome: unknown = "running";
+      input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
+      await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
+      assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
+      assert.ok(outcome.message.includes(this.stateFile) && outcome.message.includes(key), outcome.message);
+    }
   }
 
   /** Starts an instance with these options (parsed by the plugin's schema) on this env's spool and state. */

@@ -3,7 +3,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import plugin from "./index.ts";
 import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input-harness.ts";
@@ -259,23 +258,13 @@ test("a saved state of the wrong shape fails the input with an error naming the 
     const w = new DatabaseSync(db);
     w.exec("CREATE TABLE events (id INTEGER PRIMARY KEY, msg TEXT); INSERT INTO events (msg) VALUES ('a'), ('b')");
     w.close();
-    const file = join(env.dir, "state", "db.json");
-    await mkdir(join(env.dir, "state"), { recursive: true });
     const bads: Array<[unknown, string]> = [
       [null, ""], [[], ""], [{ files: [] }, "v"], [{ v: 1, cursor: true, start: 0 }, "cursor"], [{ v: 1, cursor: 5 }, "start"],
       [{ v: 1, cursor: {}, start: 0 }, "cursor"], [{ v: 1, cursor: 5, start: 0, at_cursor: ["row 5"] }, "at_cursor"],
       [{ v: 1, cursor: "12", cursor_bigint: true, start: 0 }, "cursor"], [{ v: 1, cursor: 5, start: 0, cursor_bigint: false }, "cursor_bigint"],
       [{ v: 1, cursor: 5, start: 0, offset: 5 }, "offset"],
     ];
-    for (const [bad, key] of bads) {
-      await writeFile(file, JSON.stringify(bad));
-      const input = env.start({ driver: "sqlite", dsn: db, query: "SELECT * FROM events WHERE id > $1 ORDER BY id", cursor_column: "id", interval: "50ms" });
-      let outcome: unknown = "running";
-      input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-      await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-      assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-      assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-    }
+    await env.expectStateRefused(bads, { driver: "sqlite", dsn: db, query: "SELECT * FROM events WHERE id > $1 ORDER BY id", cursor_column: "id", interval: "50ms" });
     assert.deepEqual(spooledRows(env), []);
   });
 });

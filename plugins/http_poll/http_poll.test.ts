@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import plugin from "./index.ts";
@@ -484,8 +484,6 @@ test("a 401 stops the input as failed: the credentials need fixing", async () =>
 test("a saved state of the wrong shape fails the input with an error naming the file and the key; nothing is asked or posted", async () => {
   await withApi(() => json([{ id: 1 }]), async (api) => {
     await withEnv(async (env) => {
-      const file = join(env.dir, "state", "api.json");
-      await mkdir(join(env.dir, "state"), { recursive: true });
       const source = hashString("anything");
       const seen = new SeenSet().toJSON();
       const bads: Array<[unknown, string]> = [
@@ -493,15 +491,7 @@ test("a saved state of the wrong shape fails the input with an error naming the 
         [{ v: 1, source, validators: { etag: "" } }, "validators.etag"], [{ v: 1, source, seen: { ...seen, seen: "A" } }, "seen.seen"],
         [{ v: 1, source, seen, cursor: 5 }, "cursor"],
       ];
-      for (const [bad, key] of bads) {
-        await writeFile(file, JSON.stringify(bad));
-        const input = env.start({ url: `${api.base}/a`, ...FAST });
-        let outcome: unknown = "running";
-        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-      }
+      await env.expectStateRefused(bads, { url: `${api.base}/a`, ...FAST });
       assert.equal(api.requests.length, 0);
       assert.deepEqual(env.events(), []);
     });

@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { IncomingHttpHeaders } from "node:http";
 import plugin from "./index.ts";
@@ -370,8 +369,6 @@ test("a saved state of the wrong shape fails the input with an error naming the 
   try {
     server.events = [makeEvent(1, Math.floor(Date.now() / 1000) - 3600)];
     await withEnv(async (env) => {
-      const file = join(env.dir, "state", "misp.json");
-      await mkdir(join(env.dir, "state"), { recursive: true });
       const source = hashString(JSON.stringify([server.url, {}]));
       const seen = new SeenSet().toJSON();
       const bads: Array<[unknown, string]> = [
@@ -379,15 +376,7 @@ test("a saved state of the wrong shape fails the input with an error naming the 
         [{ v: 1, source, cursor: "1700000000" }, "cursor"], [{ v: 1, source, cursor: 1.5 }, "cursor"],
         [{ v: 1, source: "", cursor: null }, "source"], [{ v: 1, source, cursor: null, seen: { ...seen, values: ["x"] } }, "seen.values"],
       ];
-      for (const [bad, key] of bads) {
-        await writeFile(file, JSON.stringify(bad));
-        const input = env.start({ url: server.url, key: KEY, interval: "100ms" });
-        let outcome: unknown = "running";
-        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-      }
+      await env.expectStateRefused(bads, { url: server.url, key: KEY, interval: "100ms" });
       assert.equal(server.requests.length, 0);
       assert.deepEqual(env.events(), []);
     });

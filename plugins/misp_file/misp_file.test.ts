@@ -7,7 +7,6 @@ import plugin from "./index.ts";
 import type { CoreInputContext } from "../../agent/context.ts";
 import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { FatalInputError } from "../../agent/plugin.ts";
 import { SeenSet } from "../../agent/helpers/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
@@ -212,23 +211,13 @@ test("a saved state of the wrong shape fails the input with an error naming the 
     const drop = join(env.dir, "drop");
     await mkdir(drop);
     await writeFile(join(drop, "one.json"), pretty(makeEvent(1, 1_700_000_000)));
-    const file = join(env.dir, "state", "mispfiles.json");
-    await mkdir(join(env.dir, "state"), { recursive: true });
     const mark = { size: 10, mtime: 1_700_000_000_000.5, status: "done" };
     const bads: Array<[unknown, string]> = [
       [null, ""], [{ files: [] }, "v"], [{ v: 1, files: [] }, "files"], [{ v: 1, files: { [drop]: { ...mark, size: -5 } } }, "size"],
       [{ v: 1, files: { [drop]: { ...mark, mtime: "yesterday" } } }, "mtime"], [{ v: 1, files: { [drop]: { ...mark, status: "gone" } } }, "status"],
       [{ v: 1, seen: { ...new SeenSet().toJSON(), n: 3 } }, "seen.keys"], [{ v: 1, offsets: {} }, "offsets"],
     ];
-    for (const [bad, key] of bads) {
-      await writeFile(file, JSON.stringify(bad));
-      const input = env.start({ path: drop, interval: "50ms", settle: "0ms" });
-      let outcome: unknown = "running";
-      input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-      await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-      assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-      assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-    }
+    await env.expectStateRefused(bads, { path: drop, interval: "50ms", settle: "0ms" });
     assert.deepEqual(env.events(), []);
   });
 });

@@ -1,14 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Buffer } from "node:buffer";
 import plugin from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { FatalInputError } from "../../agent/plugin.ts";
 import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
@@ -266,8 +264,6 @@ test("a saved state of the wrong shape fails the input with an error naming the 
   const srv = await serveHttp(feed("https://a.example/\n", null));
   try {
     await withEnv(async (env) => {
-      const file = join(env.dir, "state", "op.json");
-      await mkdir(join(env.dir, "state"), { recursive: true });
       const source = hashString(`${srv.base}/feed.txt`);
       const seen = new SeenSet().toJSON();
       const bads: Array<[unknown, string]> = [
@@ -276,15 +272,7 @@ test("a saved state of the wrong shape fails the input with an error naming the 
         [{ v: 1, source, validators: { etag: 5 } }, "validators.etag"], [{ v: 1, source, seen: { ...seen, n: -1 } }, "seen.n"],
         [{ v: 1, source, seen, urls: [] }, "urls"],
       ];
-      for (const [bad, key] of bads) {
-        await writeFile(file, JSON.stringify(bad));
-        const input = env.start({ url: `${srv.base}/feed.txt`, interval: "100ms" });
-        let outcome: unknown = "running";
-        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-      }
+      await env.expectStateRefused(bads, { url: `${srv.base}/feed.txt`, interval: "100ms" });
       assert.equal(srv.requests.length, 0);
       assert.deepEqual(env.events(), []);
     });

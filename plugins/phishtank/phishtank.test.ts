@@ -1,14 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { gzipSync } from "fflate";
 import plugin from "./index.ts";
 import { defaultDumpUrl } from "./input.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { FatalInputError } from "../../agent/plugin.ts";
 import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
@@ -274,8 +272,6 @@ test("a saved state of the wrong shape fails the input with an error naming the 
   const srv = await serveHttp(dump(enc(text), null));
   try {
     await withEnv(async (env) => {
-      const file = join(env.dir, "state", "pt.json");
-      await mkdir(join(env.dir, "state"), { recursive: true });
       const source = hashString(opts(srv).url);
       const seen = new SeenSet().toJSON();
       const bads: Array<[unknown, string]> = [
@@ -283,15 +279,7 @@ test("a saved state of the wrong shape fails the input with an error naming the 
         [{ v: 1, source, validators: { etag: '"e"', date: "today" } }, "validators"], [{ v: 1, source, seen: { ...seen, keys: "AAAAAAAAAAA=" } }, "seen.keys"],
         [{ v: 1, source, seen: { ...seen, v: "1" } }, "seen.v"],
       ];
-      for (const [bad, key] of bads) {
-        await writeFile(file, JSON.stringify(bad));
-        const input = env.start(opts(srv));
-        let outcome: unknown = "running";
-        input.done.then(() => (outcome = "returned"), (err: unknown) => (outcome = err));
-        await until(() => outcome !== "running", `run() to end with state ${JSON.stringify(bad)}`);
-        assert.ok(outcome instanceof FatalInputError, `state ${JSON.stringify(bad)}: ${String(outcome)}`);
-        assert.ok(outcome.message.includes(file) && outcome.message.includes(key), outcome.message);
-      }
+      await env.expectStateRefused(bads, opts(srv));
       assert.equal(srv.requests.length, 0);
       assert.deepEqual(env.events(), []);
     });
