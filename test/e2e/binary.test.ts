@@ -2,7 +2,6 @@
 // empty folder, driven through its CLI, posting to the strict reference receiver.
 // Runs when CYBEXP_E2E_BINARY names the executable (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,31 +9,10 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
 import { until } from "../until.ts";
-import { agentFolder, Arrivals, configText as agentConfig, pause, referenceReceiver, skip, startAgent, type RunningAgent } from "./helpers.ts";
+import { agentFolder, Arrivals, configText as agentConfig, pause, referenceReceiver, skip, startAgent, type RunningAgent, alive, cli } from "./helpers.ts";
 
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-function cli(cwd: string, args: string[], input?: string): Promise<Ran> {
-  return new Promise((res) => {
-    const child = execFile(join(cwd, "cybexp-agent"), args, { cwd, env: { PATH: "/usr/bin:/bin" }, timeout: 60_000 }, (err, stdout, stderr) => {
-      res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    if (input !== undefined) child.stdin!.end(input);
-  });
-}
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A file input and a manual one, `extra` after them (in [inputs.desk]). */
 function configText(receiverUrl: string, extra = ""): string {

@@ -2,7 +2,7 @@
 // of its own, the reference receiver, and what arrived there per input compared with what was
 // sent. Not a test file itself (no ".test." in the name), so neither runner collects it.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -48,6 +48,32 @@ export function agentFolder(config?: string): string {
   chmodSync(join(dir, "cybexp-agent"), 0o755);
   if (config !== undefined) writeFileSync(join(dir, "agent.config.toml"), config);
   return dir;
+}
+
+/** What a CLI command of the folder's executable did. */
+export interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `cybexp-agent ARGS` in `cwd` (the folder holding the executable), with only PATH set. */
+export function cli(cwd: string, args: string[], input?: string): Promise<Ran> {
+  return new Promise((res) => {
+    const child = execFile(join(cwd, "cybexp-agent"), args, { cwd, env: { PATH: "/usr/bin:/bin" }, timeout: 60_000 }, (err, stdout, stderr) => {
+      res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export interface InputStatus {

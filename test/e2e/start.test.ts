@@ -2,28 +2,16 @@
 // start on a full disk that comes up and delivers what is spooled.
 // Runs when CYBEXP_E2E_BINARY names the executable (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "../tmpfs.ts";
 import { until } from "../until.ts";
-import { agentFolder, Arrivals, configText, referenceReceiver, skip } from "./helpers.ts";
+import { agentFolder, Arrivals, configText, referenceReceiver, skip, alive, cli } from "./helpers.ts";
 
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-function cli(cwd: string, args: string[]): Promise<Ran> {
-  return new Promise((res) => {
-    execFile(join(cwd, "cybexp-agent"), args, { cwd, env: { PATH: "/usr/bin:/bin" }, timeout: 60_000 }, (err, stdout, stderr) => {
-      res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 /** Pids of the processes that have `path` open (what holds the data_dir's lock). */
 function openedBy(path: string): number[] {
@@ -66,14 +54,6 @@ function agentsOf(dir: string): number[] {
   return pids;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const alreadyRunning = (dataDir: string, pid: number) => `an agent is already running on ${dataDir} (pid ${pid})`;
 
