@@ -250,7 +250,7 @@ async function withEnv(fn: (env: Env) => Promise<void>) {
     start(raw) {
       let ctx!: ReturnType<typeof createInputContext>;
       const { stop } = runInput((signal) => {
-        ctx = createInputContext({ name: "logs", spool, state, route: "logs", log: silentLogger, signal, hostname: "test" });
+        ctx = createInputContext({ name: "logs", spool, state, route: "logs", log: silentLogger, signal, hostname: "test", stateSchema: plugin.state });
         return plugin.create(plugin.options.parse({ glob_interval: "20ms", poll_interval: "5ms", ...raw }), ctx).run();
       });
       running.push(stop);
