@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { expandBraces, expandGlobs, hasGlobMagic, pathMatcher } from "../agent/helpers/glob.ts";
+import { expandBraces, expandGlobs, globMatcher, globWatchDirs, hasGlobMagic, pathMatcher } from "../agent/helpers/glob.ts";
 
 async function tree(files: string[]): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), "glob-test-"));
@@ -113,4 +113,46 @@ test("pathMatcher: name patterns and path patterns with **", () => {
   assert.ok(!m("/var/lib/a.gz"));
   assert.ok(pathMatcher("*.{gz,bz2}")("/x/y/z.bz2"));
   assert.ok(!pathMatcher("*.gz")("/x/y.gz/z"));
+});
+
+test("globMatcher agrees with the listing on every file of the tree, for every kind of pattern", async () => {
+  await withTree(async (root) => {
+    const patterns = [
+      "var/log/*.log", "var/log/**/*.log", "var/log/**", "var/log/.*.log", "var/log/{auth,syslog}*", "var/log/a\\[1\\].log",
+      "*/cowrie.json*", "var/*/nginx/*.log", "**/access.log*", "var/log/nginx/access.log",
+    ];
+    const everything = await expandGlobs([join(root, "**")]);
+    everything.push(join(root, "var/log/.hidden.log"), join(root, "var/log/.cache/deep.log"));
+    for (const pattern of patterns) {
+      const abs = join(root, pattern);
+      const listed = new Set(await expandGlobs([abs]));
+      const m = globMatcher([abs]);
+      for (const path of everything) assert.equal(m.file(path), listed.has(path), `${pattern} and ${relative(root, path)}`);
+    }
+  });
+});
+
+test("globMatcher.dir: files right in a directory, or further down", () => {
+  const m = globMatcher(["/srv/logs/*/app/*.log", "/var/log/**/*.gz"]);
+  assert.deepEqual(m.dir("/srv/logs"), { files: false, below: true });
+  assert.deepEqual(m.dir("/srv/logs/web1"), { files: false, below: true });
+  assert.deepEqual(m.dir("/srv/logs/web1/app"), { files: true, below: false });
+  assert.deepEqual(m.dir("/srv/logs/web1/app/deeper"), { files: false, below: false });
+  assert.deepEqual(m.dir("/srv"), { files: false, below: true });
+  assert.deepEqual(m.dir("/etc"), { files: false, below: false });
+  assert.deepEqual(m.dir("/var/log"), { files: true, below: true });
+  assert.deepEqual(m.dir("/var/log/a/b"), { files: true, below: true });
+  assert.deepEqual(m.dir("/var/log/.hidden"), { files: false, below: false });
+});
+
+test("globWatchDirs: the directories files can appear in, their parents, the ones wildcards go through, and the deepest existing part of a missing one", async () => {
+  await withTree(async (root, rel) => {
+    const dirs = async (patterns: string[]) => rel([...(await globWatchDirs(patterns.map((p) => join(root, p))))]).sort();
+    assert.deepEqual(await dirs(["var/log/*.log"]), ["var", "var/log"]);
+    assert.deepEqual(await dirs(["var/log/**/*.log"]), ["var", "var/log", "var/log/nginx", "var/log/nginx/old"]);
+    // "*" goes through the root; neither cowrie/ nor var/ has a nginx/ yet.
+    assert.deepEqual(await dirs(["*/nginx/*.log"]), ["", "cowrie", "var"]);
+    assert.deepEqual(await dirs(["srv/app/logs/*.log"]), [""]);
+    assert.deepEqual(await dirs(["var/log/missing/*.log"]), ["var/log"]);
+  });
 });
