@@ -237,10 +237,9 @@ function nameTest(seg: Segment): NameTest {
   return (name) => (seg.dotOk || !name.startsWith(".")) && seg.re.test(name);
 }
 
-/** A brace-free pattern as its directory segments and its last one, a file's name. */
+/** A brace-free pattern as its directory segments and the test of a file's name. */
 interface CompiledPattern {
   dirs: Segment[];
-  last: Segment;
   leaf: NameTest;
 }
 
@@ -250,8 +249,7 @@ function compilePatterns(patterns: string[]): CompiledPattern[] {
     for (const p of expandBraces(pattern)) {
       const parts = patternParts(p);
       if (parts.length === 0) continue;
-      const last = compileSegment(parts[parts.length - 1]!);
-      out.push({ dirs: parts.slice(0, -1).map(compileSegment), last, leaf: nameTest(last) });
+      out.push({ dirs: parts.slice(0, -1).map(compileSegment), leaf: nameTest(compileSegment(parts[parts.length - 1]!)) });
     }
   }
   return out;
@@ -327,15 +325,6 @@ export interface GlobMatcher {
   file(path: string): boolean;
   /** For a directory at `path`: whether files right in it can match (`files`), and files further down (`below`). */
   dir(path: string): { files: boolean; below: boolean };
-  /** A regular expression of the names of files right in directory `path` that match, or null when none can. */
-  fileNames(path: string): RegExp | null;
-}
-
-/** The regex source of names a last segment matches (the dot rule included). */
-function nameSource(seg: Segment): string {
-  if (seg.kind === "literal") return `^${[...seg.name].map(escapeChar).join("")}$`;
-  if (seg.kind === "globstar") return "^(?!\\.)";
-  return `${seg.dotOk ? "" : "(?!\\.)"}${seg.re.source}`;
 }
 
 export function globMatcher(patterns: string[]): GlobMatcher {
@@ -356,23 +345,18 @@ export function globMatcher(patterns: string[]): GlobMatcher {
     }
     return { files, below };
   };
-  const reaches = (p: CompiledPattern, cs: string[]) => {
-    const at = new Set<number>();
-    reach(p.dirs, 0, cs, 0, at);
-    return at.has(p.dirs.length);
-  };
   return {
     dir,
-    fileNames(path) {
-      const cs = comps(path);
-      const sources = compiled.filter((p) => reaches(p, cs)).map((p) => `(?:${nameSource(p.last)})`);
-      return sources.length > 0 ? new RegExp(sources.join("|")) : null;
-    },
     file(path) {
       const cs = comps(path);
       const name = cs.pop();
       if (name === undefined) return false;
-      return compiled.some((p) => p.leaf(name) && reaches(p, cs));
+      return compiled.some((p) => {
+        if (!p.leaf(name)) return false;
+        const at = new Set<number>();
+        reach(p.dirs, 0, cs, 0, at);
+        return at.has(p.dirs.length);
+      });
     },
   };
 }

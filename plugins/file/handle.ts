@@ -14,11 +14,6 @@ export class FileFd {
     return new Promise((resolve, reject) => open(path, "r", (err, fd) => (err ? reject(err) : resolve(new FileFd(fd)))));
   }
 
-  /** A descriptor opened elsewhere (by the watch), from now on owned by this object. */
-  static of(fd: number): FileFd {
-    return new FileFd(fd);
-  }
-
   static openSync(path: string): FileFd {
     return new FileFd(openSync(path, "r"));
   }

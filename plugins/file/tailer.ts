@@ -41,7 +41,6 @@ import {
 import type { Fingerprint } from "./identity.ts";
 import type { FileCheckpoint, FileInputState } from "./state.ts";
 import { DirWatchers } from "./watch.ts";
-import type { Opened } from "./watch.ts";
 
 export interface TailOptions {
   paths: string[];
@@ -324,9 +323,8 @@ export class FileTailer {
     this.excluded = (path) => excludes.some((m) => m(path));
     this.globs = globMatcher(opts.paths);
     this.watchers = new DirWatchers(
-      (dir, type, name, opened) => this.onWatchEvent(dir, type, name, opened),
+      (dir, type, name) => this.onWatchEvent(dir, type, name),
       (dir, reason, started) => this.onWatchLost(dir, reason, started),
-      (dir) => this.globs.fileNames(dir),
     );
   }
 
@@ -362,7 +360,7 @@ export class FileTailer {
         }
       }
     } finally {
-      await this.watchers.close();
+      this.watchers.close();
       for (const c of this.pending.values()) c.fh.closeSync();
       this.pending.clear();
       await this.shutdown();
@@ -462,21 +460,16 @@ export class FileTailer {
     }
   }
 
-  /**
-   * Runs inside a watch event: only synchronous work, so that a new file is open before the
-   * event returns (unless the watch opened it already: `opened`).
-   */
-  private onWatchEvent(dir: string, type: string, name: string | null, opened: Opened | null): void {
-    if (this.ctx.signal.aborted || name === null) {
-      if (opened) FileFd.of(opened.fd).closeSync();
-      if (this.ctx.signal.aborted) return;
+  /** Runs inside a watch event: only synchronous work, so that a new file is open before the event returns. */
+  private onWatchEvent(dir: string, type: string, name: string | null): void {
+    if (this.ctx.signal.aborted) return;
+    if (name === null) {
       // An event without a name (e.g. the kernel's queue overflowed): the listing tells what changed.
       this.scanSoon = true;
       this.wakeLoop?.();
       return;
     }
     const path = join(dir, name);
-    if (opened) return this.take(path, FileFd.of(opened.fd), opened);
     if (type === "change") {
       if (this.byPath.has(path) || this.globs.file(path)) this.written(path);
       return;
@@ -574,7 +567,27 @@ export class FileTailer {
     }
     // Only regular files are opened: opening a FIFO would block.
     if (!st.isFile() || !this.globs.file(path) || this.excluded(path)) return;
-    if (this.known(path, idOf(st.dev, st.ino), now, true)) return;
+    const id = idOf(st.dev, st.ino);
+    const before = this.byPath.get(path);
+    if (before && before.id !== id) this.lostPath(before, now);
+    const f = this.files.get(id);
+    if (f) {
+      this.movedTo(f, path);
+      return;
+    }
+    const p = this.pending.get(id);
+    if (p) {
+      p.path = path;
+      return;
+    }
+    if (this.fdsInUse >= this.maxOpen) {
+      if (!this.unopened.has(path)) {
+        this.unopened.set(path, now);
+        this.demand++;
+      }
+      this.wakeLoop?.();
+      return;
+    }
     let fh: FileFd;
     try {
       fh = FileFd.openSync(path);
@@ -590,54 +603,14 @@ export class FileTailer {
       this.openFailed(path, err);
       return;
     }
-    if (!opened.isFile()) {
-      fh.closeSync();
+    const openedId = idOf(opened.dev, opened.ino);
+    if (!opened.isFile() || this.files.has(openedId) || this.pending.has(openedId)) {
+      fh.closeSync(); // replaced between the two looks: the next event or listing sorts it out
       return;
     }
-    this.take(path, fh, opened, true);
-  }
-
-  /**
-   * Whether the file `id` found at `path` needs nothing more: already followed (then it was
-   * renamed there) or waiting to be. `current`: the path names it now (not only when an event
-   * was sent), so a file the path named before is gone from it.
-   */
-  private known(path: string, id: string, now: number, current: boolean): boolean {
-    const before = this.byPath.get(path);
-    if (current && before && before.id !== id) this.lostPath(before, now);
-    const f = this.files.get(id);
-    if (f) {
-      this.movedTo(f, path);
-      return true;
-    }
-    const p = this.pending.get(id);
-    if (p) {
-      p.path = path;
-      return true;
-    }
-    return false;
-  }
-
-  /**
-   * A file opened for `path` (by this thread, or by the watch when its event came): it waits
-   * to be followed, or is closed when not wanted.
-   */
-  private take(path: string, fh: FileFd, st: { dev: number; ino: number; size: number; mtimeMs: number }, current = false): void {
-    const now = Date.now();
-    if (!this.globs.file(path) || this.excluded(path) || this.known(path, idOf(st.dev, st.ino), now, current)) {
-      fh.closeSync();
-      return;
-    }
-    if (this.fdsInUse >= this.maxOpen) {
-      fh.closeSync();
-      if (!this.unopened.has(path)) {
-        this.unopened.set(path, now);
-        this.demand++;
-      }
-      this.wakeLoop?.();
-      return;
-    }
-    this.pending.set(idOf(st.dev, st.ino), { path, fh, fromWatch: true, st: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs } });
+    this.pending.set(openedId, {
+      path, fh, fromWatch: true, st: { dev: opened.dev, ino: opened.ino, size: opened.size, mtimeMs: opened.mtimeMs },
+    });
     this.wakeLoop?.();
   }
 

@@ -4,38 +4,15 @@
 // a directory that cannot be watched (missing, out of inotify watches, a file system without
 // events) or whose watch breaks is reported, and the caller's listing finds its files.
 //
-// Where the watch runs. A file may be written and renamed away within a millisecond or two,
-// while the input's own thread is busy reading and handing on lines for longer than that.
-// Under Bun the watches run in a worker whose thread does nothing else: it opens each new
-// file the caller's name filter accepts as soon as the event arrives, and hands over the
-// descriptor (descriptors belong to the process, so the caller reads it as its own). Under
-// Deno a descriptor opened in a worker cannot be used outside it, so the watches run on the
-// caller's thread, which opens new files inside the event.
-//
 // A watch follows the directory's inode: a directory that is removed (or renamed) and made
-// again under its name is not seen by the old watch. Its removal is noticed by the event that
-// names the directory itself, by the caller from its parent's event (check()), and at every
-// update() by comparing inodes.
-import { closeSync, statSync, watch } from "node:fs";
+// again under its name is not seen by the old watch. Its removal is noticed by the event
+// that names the directory itself, and at every update() by comparing inodes.
+import { statSync, watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
 import { basename } from "node:path";
-import { WATCH_WORKER_SOURCE } from "./watch-worker.ts";
 
-/** A file the watch opened when the event came: its descriptor (now the listener's) and what fstat said. */
-export interface Opened {
-  fd: number;
-  dev: number;
-  ino: number;
-  size: number;
-  mtimeMs: number;
-}
-
-/**
- * An entry of `dir` appeared, went or was renamed ("rename"), or was written to ("change");
- * name null: unknown (look at the whole directory). `opened`, when not null, is the file the
- * entry named at the event, already open: the listener takes its descriptor (keeps or closes it).
- */
-export type WatchListener = (dir: string, type: string, name: string | null, opened: Opened | null) => void;
+/** An entry of `dir` appeared, went or was renamed ("rename"), or was written to ("change"); name null: unknown (look at the whole directory). */
+export type WatchListener = (dir: string, type: string, name: string | null) => void;
 
 /**
  * A watch that ended or could not start. `started` says whether it had been working: then
@@ -43,18 +20,14 @@ export type WatchListener = (dir: string, type: string, name: string | null, ope
  */
 export type WatchLost = (dir: string, reason: string, started: boolean) => void;
 
-/** The names of files in a directory the caller wants opened at once (null: none). */
-export type FileNames = (dir: string) => RegExp | null;
-
 interface Watch {
-  /** The watched directory's device and inode when the watch began. */
-  id: string;
+  watcher: FSWatcher;
   /** When it began (ms since epoch). */
   since: number;
+  /** The watched directory's device and inode when the watch began. */
+  id: string;
   /** It has delivered an event or survived an update(): an error now means a watch that was working broke. */
   started: boolean;
-  /** The in-thread watcher (none when the worker watches). */
-  watcher: FSWatcher | null;
 }
 
 function dirId(dir: string): string | null {
@@ -70,36 +43,13 @@ function messageOf(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
 }
 
-/** Descriptors the worker may have opened and not yet handed over, so a burst cannot run the process out of them. */
-const WORKER_IN_FLIGHT = 256;
-
-type FromWorker =
-  | { type: "event"; dir: string; event: string; name: string | null; opened: Opened | null }
-  | { type: "error"; dir: string; message: string }
-  | { type: "closed" };
-
 export class DirWatchers {
   private readonly watches = new Map<string, Watch>();
   /** Directories that could not be watched, with why: tried again only when update() is told to retry. */
   private readonly failed = new Map<string, string>();
   private closed = false;
-  private worker: Worker | null = null;
-  private workerClosed: (() => void) | null = null;
 
-  constructor(private readonly onEvent: WatchListener, private readonly onLost: WatchLost, private readonly fileNames: FileNames) {
-    if ((globalThis as { Bun?: unknown }).Bun !== undefined && typeof Worker === "function") {
-      try {
-        const url = URL.createObjectURL(new Blob([WATCH_WORKER_SOURCE], { type: "application/javascript" }));
-        this.worker = new Worker(url, { type: "module" });
-        // Not revoked: the worker loads it after this returns (a Blob of a few KB, once per input).
-        this.worker.onmessage = (e: MessageEvent<FromWorker>) => this.fromWorker(e.data);
-        this.worker.onerror = () => this.withoutWorker();
-        this.worker.postMessage({ type: "init", inFlight: WORKER_IN_FLIGHT });
-      } catch {
-        this.worker = null; // watch on this thread instead
-      }
-    }
-  }
+  constructor(private readonly onEvent: WatchListener, private readonly onLost: WatchLost) {}
 
   /** Whether events come from `dir` now. */
   watching(dir: string): boolean {
@@ -121,14 +71,14 @@ export class DirWatchers {
     const wanted = new Set(dirs);
     for (const [dir, w] of this.watches) {
       // A replaced directory is watched anew below and reported as added, so its entries are looked at.
-      if ((!wanted.has(dir) && w.since < since) || dirId(dir) !== w.id) this.drop(dir);
+      if ((!wanted.has(dir) && w.since < since) || dirId(dir) !== w.id) this.drop(dir, w);
       else w.started = true;
     }
     for (const dir of this.failed.keys()) if (!wanted.has(dir)) this.failed.delete(dir);
     const added: string[] = [];
     for (const dir of wanted) {
       if (this.watches.has(dir) || (!retryFailed && this.failed.has(dir))) continue;
-      if (this.start(dir, false)) added.push(dir);
+      if (this.start(dir)) added.push(dir);
     }
     return added;
   }
@@ -141,8 +91,8 @@ export class DirWatchers {
     if (this.closed) return false;
     const w = this.watches.get(dir);
     if (w && dirId(dir) === w.id) return true;
-    if (w) this.drop(dir);
-    return this.start(dir, true);
+    if (w) this.drop(dir, w);
+    return this.start(dir);
   }
 
   /** An event elsewhere says `dir` may be gone: a watch on a directory that is not there any more is lost. */
@@ -151,43 +101,25 @@ export class DirWatchers {
     if (w && dirId(dir) !== w.id) this.lose(dir, "directory removed or renamed");
   }
 
-  /** Ends every watch; descriptors the worker still hands over meanwhile are closed. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): void {
     this.closed = true;
-    for (const dir of [...this.watches.keys()]) this.drop(dir);
-    const worker = this.worker;
-    if (!worker) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1000);
-      this.workerClosed = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      worker.postMessage({ type: "close" });
-    });
-    worker.terminate();
-    this.worker = null;
+    for (const [dir, w] of this.watches) this.drop(dir, w);
   }
 
-  /**
-   * `list`: the worker also reports every entry the directory holds once its watch is set
-   * (opening the files the filter accepts), so nothing made just before the watch began is
-   * missed by a caller that listed the directory a moment earlier.
-   */
-  private start(dir: string, list: boolean): boolean {
+  private start(dir: string): boolean {
     const id = dirId(dir);
     if (id === null) return false; // gone since it was planned: the next plan tells where to look
-    if (this.worker) {
-      this.watches.set(dir, { id, since: Date.now(), started: false, watcher: null });
-      this.failed.delete(dir);
-      this.worker.postMessage({ type: "watch", dir, names: this.fileNames(dir)?.source ?? null, list });
-      return true;
-    }
+
     let watcher: FSWatcher;
     try {
       watcher = watch(dir, { persistent: false }, (type, name) => {
-        if (this.watches.get(dir)?.watcher === watcher) this.event(dir, type, name === null || name === undefined ? null : String(name), null);
+        const w = this.watches.get(dir);
+        if (w?.watcher !== watcher) return; // closed meanwhile
+        w.started = true;
+        const entry = name === null || name === undefined ? null : String(name);
+        // An event naming the directory itself: it may have been removed or renamed.
+        if (entry === basename(dir) && dirId(dir) !== w.id) this.lose(dir, "directory removed or renamed");
+        this.onEvent(dir, type, entry);
       });
     } catch (err) {
       this.fail(dir, messageOf(err));
@@ -197,61 +129,17 @@ export class DirWatchers {
     watcher.on("error", (err) => {
       if (this.watches.get(dir)?.watcher === watcher) this.lose(dir, messageOf(err));
     });
-    this.watches.set(dir, { id, since: Date.now(), started: false, watcher });
+    this.watches.set(dir, { watcher, id, started: false, since: Date.now() });
     this.failed.delete(dir);
     return true;
   }
 
-  private event(dir: string, type: string, name: string | null, opened: Opened | null): void {
-    const w = this.watches.get(dir);
-    if (!w || this.closed) {
-      if (opened) closeQuietly(opened.fd); // an event of a watch ended meanwhile
-      return;
-    }
-    w.started = true;
-    // An event naming the directory itself: it may have been removed or renamed.
-    if (name === basename(dir) && dirId(dir) !== w.id) this.lose(dir, "directory removed or renamed");
-    this.onEvent(dir, type, name, opened);
-  }
-
-  private fromWorker(m: FromWorker): void {
-    if (m.type === "closed") {
-      this.workerClosed?.();
-      return;
-    }
-    if (m.type === "error") {
-      if (this.watches.has(m.dir)) this.lose(m.dir, m.message);
-      return;
-    }
-    if (m.opened) this.worker?.postMessage({ type: "taken", n: 1 });
-    this.event(m.dir, m.event, m.name, m.opened);
-  }
-
-  /** The worker failed: its watches go on on this thread (events meanwhile may be missed, so each counts as lost). */
-  private withoutWorker(): void {
-    const worker = this.worker;
-    if (!worker) return;
-    this.worker = null;
-    worker.terminate();
-    for (const [dir, w] of [...this.watches]) {
-      if (w.watcher) continue;
-      this.watches.delete(dir);
-      if (this.start(dir, false)) this.onLost(dir, "watch worker failed; watching on the input's thread", true);
-    }
-  }
-
-  private drop(dir: string): void {
-    const w = this.watches.get(dir);
-    if (!w) return;
+  private drop(dir: string, w: Watch): void {
     this.watches.delete(dir);
-    if (w.watcher) {
-      try {
-        w.watcher.close();
-      } catch {
-        // already closed
-      }
-    } else {
-      this.worker?.postMessage({ type: "unwatch", dir });
+    try {
+      w.watcher.close();
+    } catch {
+      // already closed
     }
   }
 
@@ -259,7 +147,7 @@ export class DirWatchers {
   private lose(dir: string, reason: string): void {
     const w = this.watches.get(dir);
     if (!w) return;
-    this.drop(dir);
+    this.drop(dir, w);
     if (w.started) this.onLost(dir, reason, true);
     else this.fail(dir, reason);
   }
@@ -269,13 +157,5 @@ export class DirWatchers {
     if (this.failed.get(dir) === reason) return;
     this.failed.set(dir, reason);
     this.onLost(dir, reason, false);
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // nothing to do about a failed close
   }
 }
