@@ -35,6 +35,18 @@ export async function readHead(fh: PositionalReader, max = FINGERPRINT_BYTES): P
   return buf.subarray(0, got);
 }
 
+/** readHead inside a watch event, where the file may be renamed or truncated a moment later. */
+export function readHeadSync(fh: { readSync(buf: Uint8Array, offset: number, length: number, position: number): number }, max = FINGERPRINT_BYTES): Uint8Array {
+  const buf = new Uint8Array(max);
+  let got = 0;
+  while (got < max) {
+    const n = fh.readSync(buf, got, max - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
 /** Whether `head` (a file's first bytes) begins with the content `fp` was taken of. */
 export function headMatches(head: Uint8Array, fp: Fingerprint): boolean {
   return head.length >= fp.len && fingerprintOf(head.subarray(0, fp.len)).hash === fp.hash;

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { appendFileSync, chmodSync, copyFileSync, existsSync, renameSync, truncateSync, writeFileSync } from "node:fs";
 import { appendFile, copyFile, mkdir, readdir, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import plugin from "./index.ts";
@@ -188,6 +188,111 @@ test("Debian logrotate 10 times a second: rename+create five times, copytruncate
     await writeFile(join(logs, "late.log"), text(late));
     await expectEachOnce(env, [], [...want, ...late]);
     assert.equal((await readdir(logs)).filter((f) => /^app\.log\.\d+$/.test(f)).length, 10, "logrotate rotated ten times");
+  });
+});
+
+/** Waits `ms`, or (0) only lets the event loop turn once. */
+const gap = (ms: number) => (ms === 0 ? new Promise((r) => setImmediate(r)) : pause(ms));
+
+/** Writes `ls` to `path` in `pieces` synchronous appends: nothing of the input runs in between. */
+function burst(path: string, ls: string[], pieces = 5): void {
+  const step = Math.ceil(ls.length / pieces);
+  for (let i = 0; i < ls.length; i += step) appendFileSync(path, text(ls.slice(i, i + step)));
+}
+
+test("a file created, written and renamed out of the globs in one burst, before any event about it is handled, at spacings 0-100 ms: every line arrives once", async () => {
+  await withInputEnv(plugin, { name: "logs" }, async (env) => {
+    const logs = await logsDir(env);
+    const app = join(logs, "app.log");
+    env.start({ paths: [join(logs, "*.log")], ...SLOW_LISTING });
+    await pause(100);
+    const want: string[] = [];
+    let r = 0;
+    for (const spacing of [0, 0, 10, 10, 50, 100]) {
+      r++;
+      const ls = lines(`burst${r}`, 3000);
+      burst(app, ls);
+      renameSync(app, `${app}.${r}`);
+      want.push(...ls);
+      await gap(spacing);
+    }
+    await expectEachOnce(env, [], want);
+  });
+});
+
+test("copytruncate of a file created and written a moment before (0 ms to 20 ms), before or after the input opened it: every line arrives once", async () => {
+  await withInputEnv(plugin, { name: "logs" }, async (env) => {
+    const logs = await logsDir(env);
+    const app = join(logs, "app.log");
+    env.start({ paths: [join(logs, "*.log")], ...SLOW_LISTING });
+    await pause(100);
+    const want: string[] = [];
+    let r = 0;
+    for (const before of [-1, 0, 1, 5, 20]) {
+      r++;
+      const ls = lines(`ct${r}`, 3000);
+      burst(app, ls);
+      want.push(...ls);
+      // -1: in the same burst, so the input never sees the file with its lines in it.
+      if (before >= 0) await gap(before);
+      copyFileSync(app, `${app}.${r}`);
+      truncateSync(app, 0);
+      await pause(100);
+      const after = lines(`after${r}`, 10);
+      appendFileSync(app, text(after));
+      want.push(...after);
+      await pause(50);
+      // the next round starts with a new file, as after a rename
+      renameSync(app, `${app}.${r}.old`);
+      await pause(50);
+    }
+    await expectEachOnce(env, [], want);
+  });
+});
+
+test("a file read to its end and closed as idle, then renamed out of the globs: nothing of it is sent again (short and long files)", async () => {
+  await withInputEnv(plugin, { name: "logs" }, async (env) => {
+    const logs = await logsDir(env);
+    env.start({ paths: [join(logs, "*.log")], ...SLOW_LISTING, close_inactive: "200ms" });
+    await pause(100);
+    const short = lines("short", 3);
+    const long = lines("long", 2000);
+    writeFileSync(join(logs, "short.log"), text(short));
+    writeFileSync(join(logs, "long.log"), text(long));
+    const got: string[] = [];
+    await expectEachOnce(env, got, [...short, ...long]);
+    await pause(600); // closed as idle by now
+    renameSync(join(logs, "short.log"), join(logs, "short.log.1"));
+    renameSync(join(logs, "long.log"), join(logs, "long.log.1"));
+    await pause(500);
+    const more = lines("more", 5);
+    writeFileSync(join(logs, "short.log"), text(more));
+    await expectEachOnce(env, got, [...short, ...long, ...more]);
+  });
+});
+
+test("files that are not copies of an emptied file are not read: one created empty and chmod-ed, a compressed rotation, one named after an emptied file but written after it was emptied", async () => {
+  await withInputEnv(plugin, { name: "logs" }, async (env) => {
+    const logs = await logsDir(env);
+    const app = join(logs, "app.log");
+    const other = join(logs, "other.log");
+    env.start({ paths: [join(logs, "*.log")], ...SLOW_LISTING });
+    await pause(100);
+    // Created empty, its mode changed (logrotate's create): the next file named after it is no copy.
+    writeFileSync(app, "");
+    chmodSync(app, 0o640);
+    await pause(50);
+    writeFileSync(`${app}.1.gz`, text(lines("gz", 50)));
+    writeFileSync(`${app}.1`, text(lines("notacopy", 50)));
+    // Written and emptied in one burst, then a file named after it written later: not its copy.
+    burst(other, lines("gone", 10));
+    truncateSync(other, 0);
+    await pause(100);
+    writeFileSync(`${other}.1`, text(lines("later", 50)));
+    await pause(300);
+    const want = lines("real", 20);
+    appendFileSync(app, text(want));
+    await expectEachOnce(env, [], want);
   });
 });
 

@@ -24,6 +24,7 @@
 // core saves once those events are durable) holds only taken offsets. Bytes of an unfinished
 // line or of a multiline event still being built are never covered by a checkpoint.
 import { lstatSync, readdirSync, statSync } from "node:fs";
+import type { Stats } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { InputContext } from "../../agent/plugin.ts";
@@ -36,11 +37,12 @@ import type { Codec, EncodingName } from "./encoding.ts";
 import { openFilesCap, openFilesLimit } from "./fdlimit.ts";
 import { FileFd } from "./handle.ts";
 import {
-  checkpointKey, FINGERPRINT_BYTES, fingerprintOf, headMatches, parseCheckpointKey, readHead,
+  checkpointKey, FINGERPRINT_BYTES, fingerprintOf, headMatches, parseCheckpointKey, readHead, readHeadSync,
 } from "./identity.ts";
 import type { Fingerprint } from "./identity.ts";
 import type { FileCheckpoint, FileInputState } from "./state.ts";
 import { DirWatchers } from "./watch.ts";
+import { COPY_WINDOW_MS, mayBeCopyOf, mayHaveBeenEmptied } from "./emptied.ts";
 
 export interface TailOptions {
   paths: string[];
@@ -82,6 +84,12 @@ interface Candidate {
   st: { dev: number; ino: number; size: number; mtimeMs: number };
   /** Opened because a watch event announced it: it appeared after the input started. */
   fromWatch: boolean;
+  /** Renamed out of the globs' reach before it was followed: read to its end, then closed. */
+  renamedOut?: boolean;
+  /** Opened by a watch event: its first bytes and largest size seen since, so a truncation before it is followed is noticed. */
+  early?: { head: Uint8Array; size: number; truncated: boolean };
+  /** It was truncated before it was followed: `head` and `st.size` are of what it held then. */
+  truncatedEarly?: boolean;
   head?: Uint8Array;
   fp?: Fingerprint;
   start?: number;
@@ -104,6 +112,10 @@ const SAMPLE_BYTES = 64;
 /** Last bytes read of each file kept to make sure a copy holds the same bytes up to where reading stopped. */
 const TAIL_BYTES = 32;
 const NO_BYTES: Uint8Array = new Uint8Array(0);
+/** What separates a rotated file's suffix from its name (app.log.1, app.log-20261202, app.log_1). */
+const ROTATION_SEPARATORS = ".-_";
+/** Rotated files compressed: not text to read. */
+const COMPRESSED = /\.(gz|bz2|xz|zst|lz4|lzma|zip|Z)$/;
 
 /** A file-system failure while reading one file: it affects that file only. */
 class ReadFailure extends Error {}
@@ -277,6 +289,13 @@ export class FileTailer {
   private unopened = new Map<string, number>();
   /** Files a watch event announced, opened in the event and waiting to be followed, by device:inode. */
   private readonly pending = new Map<string, Candidate>();
+  /** Paths among `unopened` of files renamed out of the globs' reach before they were opened. */
+  private readonly renamedOutPaths = new Set<string>();
+  /** Per watched directory: the matched path its last event named, if that event was a rename. */
+  private readonly lastRename = new Map<string, string>();
+  /** Files (followed or pending, by device:inode) emptied before any of their bytes were read, with when: a copy of them may appear. */
+  private readonly emptied = new Map<string, { at: number; st: Stats; path: string }>();
+  private readonly startedAt = Date.now();
   /** Files waiting for a descriptor (unopened paths and changed closed files). */
   private demand = 0;
   private openFiles = 0;
@@ -441,11 +460,35 @@ export class FileTailer {
     } catch {
       return;
     }
+    // In a directory made since the input started, everything is new: a rotated name there
+    // (app.log.1) is of a file renamed out of the globs before the directory's watch began.
+    const madeSinceStart = m.files && this.madeSinceStart(dir);
     for (const e of entries) {
       const path = join(dir, e.name);
       if (e.isDirectory()) this.dirAppeared(path);
-      else if (m.files) this.appeared(path);
+      else if (m.files && this.globs.file(path)) this.appeared(path);
+      else if (madeSinceStart && e.isFile() && this.rotatedName(path)) this.renamedOut(path, null);
     }
+  }
+
+  private madeSinceStart(dir: string): boolean {
+    try {
+      const born = statSync(dir).birthtimeMs;
+      return born > 0 && born >= this.startedAt;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether `path` is a name the globs match with a rotation's suffix (app.log.1, app.log-20261202), not compressed. */
+  private rotatedName(path: string): boolean {
+    const dir = dirname(path);
+    const name = path.slice(dir.length + 1);
+    if (COMPRESSED.test(name)) return false;
+    for (let i = name.length - 1; i > 0; i--) {
+      if (ROTATION_SEPARATORS.includes(name[i]!) && this.globs.file(join(dir, name.slice(0, i)))) return !this.excluded(join(dir, name.slice(0, i)));
+    }
+    return false;
   }
 
   private onWatchLost(dir: string, reason: string, started: boolean): void {
@@ -470,15 +513,77 @@ export class FileTailer {
       return;
     }
     const path = join(dir, name);
+    // A rename within a directory is told as two events in a row: the old name, then the new.
+    const renamedFrom = this.lastRename.get(dir);
+    this.lastRename.delete(dir);
     if (type === "change") {
       if (this.byPath.has(path) || this.globs.file(path)) this.written(path);
       return;
     }
-    if (this.byPath.has(path) || this.globs.file(path)) this.appeared(path);
-    else {
+    if (this.byPath.has(path) || this.globs.file(path)) {
+      this.lastRename.set(dir, path);
+      this.appeared(path);
+    } else {
       const m = this.globs.dir(path);
       if (m.files || m.below) this.appeared(path);
+      else if (renamedFrom !== undefined) this.renamedOut(path, renamedFrom);
+      else if (this.emptied.size > 0) this.copyAppeared(path);
     }
+  }
+
+  /** A file may have been emptied before any of it was read (emptied.ts): a copy of it may come. `written`: a change event told. */
+  private noteEmptied(id: string, st: Stats, path: string, written: boolean): void {
+    if (!this.emptied.has(id) && mayHaveBeenEmptied(st, written)) this.emptied.set(id, { at: Date.now(), st, path });
+  }
+
+  /** A file the globs do not match appeared: if it is the copy of a file emptied before it was read, it is read as that file's content. */
+  private copyAppeared(path: string): void {
+    const now = Date.now();
+    let st;
+    try {
+      st = lstatSync(path);
+    } catch {
+      return;
+    }
+    if (!st.isFile() || this.files.has(idOf(st.dev, st.ino)) || this.pending.has(idOf(st.dev, st.ino))) return;
+    for (const [id, { at, st: orig, path: origPath }] of this.emptied) {
+      if (now - at > COPY_WINDOW_MS) {
+        this.emptied.delete(id);
+        continue;
+      }
+      // `orig` is as the file was when seen emptied: a copy written later is not of what it held.
+      if (dirname(origPath) !== dirname(path) || !mayBeCopyOf(path, st, origPath, orig)) continue;
+      this.emptied.delete(id);
+      this.ctx.log.info("file was emptied before any of it was read; reading its copy", { path: origPath, copy: path });
+      this.openAnnounced(path, true);
+      return;
+    }
+  }
+
+  /**
+   * An entry the globs do not match turned up right after one they match went: a file renamed
+   * out of their reach. One that was created, written and renamed before its first event was
+   * handled has never been opened, and its lines are only here: it is read to its end.
+   * `from`: the name it had, when an event told (null: found in a directory made since the start).
+   */
+  private renamedOut(path: string, from: string | null): void {
+    let st;
+    try {
+      st = lstatSync(path);
+    } catch {
+      return;
+    }
+    if (!st.isFile() || (from !== null && this.excluded(from))) return;
+    const id = idOf(st.dev, st.ino);
+    // A file read before (and forgotten since) is recognised by its content when it is adopted.
+    if (this.files.has(id)) return;
+    const p = this.pending.get(id);
+    if (p) {
+      p.path = path;
+      p.renamedOut = true;
+      return;
+    }
+    this.openAnnounced(path, true);
   }
 
   /** A watch event says `path` was written to. */
@@ -486,7 +591,7 @@ export class FileTailer {
     const f = this.byPath.get(path);
     if (!f) {
       // Not followed: a file that could not be opened before, or one whose creation was not seen.
-      if (!this.firstScan && !this.unopened.has(path)) this.appeared(path);
+      if (!this.firstScan && !this.unopened.has(path)) this.appeared(path, true);
       return;
     }
     f.changed = true;
@@ -508,12 +613,14 @@ export class FileTailer {
    * written to; what it held is then only in its copy, found by the first bytes kept here.
    */
   private checkSize(f: Tracked): void {
-    let size: number;
+    let st: Stats;
     try {
-      size = f.fh!.statSync().size;
+      st = f.fh!.statSync();
     } catch {
       return; // the next read reports it
     }
+    const size = st.size;
+    if (size === 0 && f.fp.len === 0 && f.readPos === 0) this.noteEmptied(f.id, st, f.path, true);
     if (size < f.sizeSeen) {
       f.shrunk = true;
       this.wakeLoop?.();
@@ -543,7 +650,7 @@ export class FileTailer {
    * once (synchronously: it may be renamed away in a moment, and the descriptor keeps it); a
    * directory where the globs reach is watched at once.
    */
-  private appeared(path: string): void {
+  private appeared(path: string, written = false): void {
     const now = Date.now();
     let st;
     try {
@@ -578,9 +685,22 @@ export class FileTailer {
     const p = this.pending.get(id);
     if (p) {
       p.path = path;
+      p.renamedOut = false;
+      this.lookAgain(p, written);
       return;
     }
+    this.openAnnounced(path, false);
+  }
+
+  /**
+   * Opens a file a watch event announced, at once (it may be renamed away in a moment, and the
+   * descriptor keeps it), to be followed by the loop. `renamedOut`: its path is out of the
+   * globs' reach already, so it is read to its end and closed.
+   */
+  private openAnnounced(path: string, renamedOut: boolean): void {
+    const now = Date.now();
     if (this.fdsInUse >= this.maxOpen) {
+      if (renamedOut) this.renamedOutPaths.add(path);
       if (!this.unopened.has(path)) {
         this.unopened.set(path, now);
         this.demand++;
@@ -608,10 +728,51 @@ export class FileTailer {
       fh.closeSync(); // replaced between the two looks: the next event or listing sorts it out
       return;
     }
+    let head: Uint8Array;
+    try {
+      head = readHeadSync(fh);
+    } catch (err) {
+      fh.closeSync();
+      this.openFailed(path, err);
+      return;
+    }
+    if (head.length === 0 && !renamedOut) this.noteEmptied(openedId, opened, path, false);
     this.pending.set(openedId, {
-      path, fh, fromWatch: true, st: { dev: opened.dev, ino: opened.ino, size: opened.size, mtimeMs: opened.mtimeMs },
+      path, fh, fromWatch: true, renamedOut, early: { head, size: opened.size, truncated: false },
+      st: { dev: opened.dev, ino: opened.ino, size: opened.size, mtimeMs: opened.mtimeMs },
     });
     this.wakeLoop?.();
+  }
+
+  /**
+   * Inside a watch event for a file opened but not followed yet: as checkSize does for a
+   * followed one, notices a truncation, and keeps the first bytes it had.
+   */
+  private lookAgain(c: Candidate, written: boolean): void {
+    const early = c.early;
+    if (!early || early.truncated) return;
+    let st: Stats;
+    try {
+      st = c.fh.statSync();
+    } catch {
+      return;
+    }
+    if (st.size < early.size) {
+      early.truncated = early.head.length > 0;
+      if (early.head.length === 0) this.noteEmptied(idOf(st.dev, st.ino), st, c.path, written);
+      return;
+    }
+    early.size = st.size;
+    if (early.head.length === 0 && st.size === 0) this.noteEmptied(idOf(st.dev, st.ino), st, c.path, written);
+    if (early.head.length >= FINGERPRINT_BYTES || st.size <= early.head.length) return;
+    let head: Uint8Array;
+    try {
+      head = readHeadSync(c.fh);
+    } catch {
+      return;
+    }
+    if (prefixEqual(early.head, head)) early.head = head;
+    else early.truncated = true; // truncated and written again since
   }
 
   /** A followed file turned up at `path` (renamed within the globs). */
@@ -739,6 +900,10 @@ export class FileTailer {
     for (const f of gone) this.forget(f, now);
     const unopened = new Map<string, number>();
     for (const path of fresh) unopened.set(path, this.unopened.get(path) ?? now);
+    for (const path of this.renamedOutPaths) {
+      if (this.unopened.has(path)) unopened.set(path, this.unopened.get(path)!);
+      else this.renamedOutPaths.delete(path);
+    }
     this.unopened = unopened;
     await this.fillSlots(now);
     this.remembered = this.remembered.filter((k) => k.until > now).slice(-REMEMBER_MAX);
@@ -813,7 +978,7 @@ export class FileTailer {
           await this.closeCandidate({ path, fh, fromWatch: false, st });
           continue;
         }
-        found.push({ path, fh, fromWatch: false, st });
+        found.push({ path, fh, fromWatch: false, st, renamedOut: this.renamedOutPaths.delete(path) });
       } catch (err) {
         await this.closeCandidate({ path, fh, fromWatch: false, st: { dev: 0, ino: 0, size: 0, mtimeMs: 0 } });
         this.openFailed(path, err);
@@ -838,7 +1003,7 @@ export class FileTailer {
       const f = this.files.get(id);
       if (f || found.some((o) => idOf(o.st.dev, o.st.ino) === id)) {
         await this.closeCandidate(c);
-        if (f && c.fromWatch) this.movedTo(f, c.path);
+        if (f && c.fromWatch && !c.renamedOut) this.movedTo(f, c.path);
         continue;
       }
       try {
@@ -847,6 +1012,15 @@ export class FileTailer {
           c.st = { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
         }
         c.head = await readHead(c.fh);
+        const early = c.early;
+        const stillHolds = early && c.head.length >= early.head.length && prefixEqual(early.head, c.head);
+        if (early && early.head.length > 0 && (early.truncated || c.st.size < early.size || !stillHolds)) {
+          // Truncated before it was followed: what it held is told by the bytes seen then, and
+          // it is followed as that content, found truncated at once (its rest read from a copy).
+          c.head = early.head;
+          c.st.size = early.size;
+          c.truncatedEarly = true;
+        }
         c.fp = fingerprintOf(c.head);
         found.push(c);
         this.failedPaths.delete(c.path);
@@ -908,8 +1082,15 @@ export class FileTailer {
       }
       f.verifiedSize = c.st.size;
       f.verifiedMtime = c.st.mtimeMs;
+      if (c.truncatedEarly) {
+        f.shrunk = true;
+        this.wakeLoop?.();
+      }
       this.files.set(f.id, f);
-      this.byPath.set(f.path, f);
+      if (c.renamedOut) {
+        f.orphaned = true;
+        this.ctx.log.info("file renamed out of the globs before it was followed; reading it to its end", { path: c.path });
+      } else this.byPath.set(f.path, f);
       this.ctx.log.debug("following file", { path: c.path, offset: start, waits: f.probation || undefined });
     }
     if (found.length > 0) this.checkpointSoon();
