@@ -998,10 +998,11 @@ export class FileTailer {
    */
   private async adoptCandidates(candidates: Candidate[], now: number): Promise<number> {
     const found: Candidate[] = [];
+    const foundIds = new Set<string>();
     for (const c of candidates) {
       const id = idOf(c.st.dev, c.st.ino);
       const f = this.files.get(id);
-      if (f || found.some((o) => idOf(o.st.dev, o.st.ino) === id)) {
+      if (f || foundIds.has(id)) {
         await this.closeCandidate(c);
         if (f && c.fromWatch && !c.renamedOut) this.movedTo(f, c.path);
         continue;
@@ -1023,6 +1024,7 @@ export class FileTailer {
         }
         c.fp = fingerprintOf(c.head);
         found.push(c);
+        foundIds.add(idOf(c.st.dev, c.st.ino));
         this.failedPaths.delete(c.path);
       } catch (err) {
         await this.closeCandidate(c);
@@ -1393,7 +1395,8 @@ export class FileTailer {
   /** Nothing new in an open file: check it again later, and later the longer it stays idle. */
   private backOff(f: Tracked, now: number): void {
     if (f.backoff >= this.idleCheckMax) {
-      f.nextCheck = this.scanWakes ? Infinity : now + this.idleCheckMax;
+      // The listing, or a watch event of its directory, wakes it when it changes.
+      f.nextCheck = this.scanWakes || this.watchers.watching(dirname(f.path)) ? Infinity : now + this.idleCheckMax;
       return;
     }
     f.nextCheck = now + f.backoff;
