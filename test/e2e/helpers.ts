@@ -253,10 +253,10 @@ export async function settle(wanted: Array<[Arrivals, number]>, opts: { ms?: num
   return wanted.filter(([a, n]) => a.count() < n).map(([a, n]) => `${a.name} has ${a.count()} of ${n} lines`).join(", ");
 }
 
-/** settle(), failing as `what` when an input is still short. */
-export async function settleOrFail(wanted: Array<[Arrivals, number]>, what: string, check?: () => void, ms = 30_000): Promise<void> {
+/** settle(), failing as `what` (worked out at the failure, so it can tell what happened meanwhile) when an input is still short. */
+export async function settleOrFail(wanted: Array<[Arrivals, number]>, what: string | (() => string), check?: () => void, ms = 30_000): Promise<void> {
   const short = await settle(wanted, { ms, check });
-  if (short) assert.fail(`${what}: ${short}`);
+  if (short) assert.fail(`${typeof what === "string" ? what : what()}: ${short}`);
 }
 
 /** Where `want` and `got` differ, for a failure message ("" when they hold the same lines once each):

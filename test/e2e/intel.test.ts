@@ -393,7 +393,8 @@ published = true
       const mispChanged = [...edits, republished, ...added].map((e) => JSON.stringify(e));
 
       const from3 = { op: op.count(), pt: pt.count(), mi: mi.count() };
-      await settleOrFail([[op, from3.op + opNew.length], [pt, from3.pt + dumpChanged.length], [mi, from3.mi + mispChanged.length]], "the changes", noViolations);
+      await settleOrFail([[op, from3.op + opNew.length], [pt, from3.pt + dumpChanged.length], [mi, from3.mi + mispChanged.length]],
+        () => `the changes (MISP's last answers: ${JSON.stringify(misp.requests.slice(-6).map((r) => [searchOf(r).page, searchOf(r).timestamp, r.status]))}; agent log: ${agent!.log().slice(-1200)})`, noViolations);
       await morePolls(polls(), 2, "after the changes");
       noViolations();
       assertSameLines(await op.since(from3.op), opNew, "openphish after the feed changed: only the new URLs");
