@@ -33,6 +33,9 @@ export const coreSchema = z
         data_dir: z.string().min(1).default("./data").describe("Spool, state, runningconfig and dead letters; relative to the config file"),
         log_level: logLevel.default("info").describe("debug | info | warn | error; logs are JSON lines on stderr"),
         hostname: z.string().min(1).optional().describe("Default: the host's name"),
+        log_format: z.enum(["json", "text"]).default("json").describe("json: one JSON object per line; text: one readable line per record"),
+        log_max_bytes: size().prefault("10MiB").describe("The daemon's agent.log is rotated when it would grow past this"),
+        log_keep: z.number().int().min(0).max(100).default(3).describe("Rotated agent.log files kept (agent.log.1 is the newest)"),
       })
       .strict()
       .prefault({}),
@@ -170,7 +173,14 @@ export interface ListenAddress {
 
 export interface AgentConfig {
   file: string;
-  agent: { dataDir: string; logLevel: z.infer<typeof logLevel>; hostname: string };
+  agent: {
+    dataDir: string;
+    logLevel: z.infer<typeof logLevel>;
+    hostname: string;
+    logFormat: "json" | "text";
+    logMaxBytes: number;
+    logKeep: number;
+  };
   control: { listen: ListenAddress; token?: string; maxBodyBytes: number };
   api: {
     url: string;
@@ -298,6 +308,9 @@ export function parseConfig(
       dataDir: resolve(dirname(file), c.agent.data_dir),
       logLevel: c.agent.log_level,
       hostname: c.agent.hostname ?? osHostname(),
+      logFormat: c.agent.log_format,
+      logMaxBytes: c.agent.log_max_bytes,
+      logKeep: c.agent.log_keep,
     },
     control: { listen: control!, token: c.control.token, maxBodyBytes: c.control.max_body_bytes },
     api: {
