@@ -1,6 +1,6 @@
 // The cybexp-agent command line. Talks to a running daemon through <data_dir>/runningconfig.
 import { spawn } from "node:child_process";
-import { openSync, closeSync, readFileSync, readSync, statSync } from "node:fs";
+import { openSync, closeSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,8 +8,9 @@ import { parseArgs } from "node:util";
 import { inputPlugins } from "../plugins/index.ts";
 import { Agent, AlreadyRunningError } from "./agent.ts";
 import { ConfigError, defaultConfigPath, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
-import { errorMessage, stderrSink } from "./log.ts";
+import { createLogger, errorMessage, RotatingFileSink, stderrSink, type RootLogger } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
+import { ServiceSignals } from "./signals.ts";
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
@@ -22,16 +23,51 @@ class CliError extends Error {
 }
 
 const COMMANDS: Record<string, { usage: string; help: string }> = {
-  run: { usage: "run", help: "Run the agent in the foreground until SIGINT/SIGTERM (graceful: flush, save state)." },
-  start: { usage: "start [INPUT...]", help: "No daemon running: start one in the background and return once it answers.\nWith names: start those inputs in the running daemon." },
+  run: {
+    usage: "run [--log-file FILE]",
+    help: "Run the agent in the foreground until SIGINT/SIGTERM (graceful: flush, save state). SIGHUP reloads the config file, SIGUSR1 reopens the log file. Logs go to stderr, or with --log-file to FILE, rotated at agent.log_max_bytes keeping agent.log_keep files.",
+  },
+  start: {
+    usage: "start [INPUT...]",
+    help: "No daemon running: start one in the background (its log in <data_dir>/agent.log) and return once it answers. With names: start those inputs in the running daemon.",
+  },
   stop: { usage: "stop [INPUT...]", help: "No names: stop the daemon gracefully. With names: stop those inputs." },
   restart: { usage: "restart [INPUT...]", help: "No names: restart the daemon. With names: restart those inputs." },
   status: { usage: "status [--json]", help: "Show the daemon, every input, the output and the spool. Exit 3 if no daemon runs." },
-  reload: { usage: "reload", help: "Re-read the config file and apply the difference. An invalid file is rejected with its\nerrors and the running configuration stays." },
+  reload: {
+    usage: "reload",
+    help: "Re-read the config file and apply the difference (as SIGHUP to the daemon does). An invalid file is rejected with its errors and the running configuration stays.",
+  },
   validate: { usage: "validate", help: "Check the config file: exit 0, or 1 with every error (TOML line, key path)." },
-  post: { usage: "post --input NAME [--content-type TYPE] [FILE|-]", help: "Submit threat data by hand (JSON, NDJSON or text) to a manual input. Reads standard\ninput when FILE is - or missing." },
+  post: {
+    usage: "post --input NAME [--content-type TYPE] [FILE|-]",
+    help: "Submit threat data by hand (JSON, NDJSON or text) to a manual input. Reads standard input when FILE is - or missing.",
+  },
+  init: {
+    usage: "init [FILE]",
+    help: "Write a commented starter config to FILE (default ./agent.config.toml), with data_dir ./data next to it. Never overwrites: an existing FILE is an error (exit 1).",
+  },
   version: { usage: "version", help: "Print the version." },
 };
+
+/** `text` folded at word boundaries to lines of at most `width` characters after `indent`. */
+export function wrap(text: string, indent: string, width = 78): string {
+  const out: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && indent.length + line.length + 1 + word.length > width) {
+      out.push(indent + line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) out.push(indent + line);
+  return out.join("\n");
+}
+
+const COMMON_OPTIONS = [
+  "  -c, --config FILE   config file (default $CYBEXP_AGENT_CONFIG, else ./agent.config.toml)",
+  "      --debug         print stack traces of errors",
+];
 
 function mainHelp(): string {
   const lines = [
@@ -40,11 +76,10 @@ function mainHelp(): string {
     "Usage: cybexp-agent COMMAND [options]",
     "",
     "Commands:",
-    ...Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(48)}${c.help.split("\n")[0]}`),
+    ...Object.values(COMMANDS).flatMap((c) => [`  ${c.usage}`, wrap(c.help, "      ")]),
     "",
     "Options for every command:",
-    "  -c, --config FILE   config file (default $CYBEXP_AGENT_CONFIG, else ./agent.config.toml)",
-    "      --debug         print stack traces of errors",
+    ...COMMON_OPTIONS,
     "  -h, --help          help for a command",
     "",
     "Exit codes: 0 ok, 1 error, 2 usage, 3 no daemon running.",
@@ -54,7 +89,9 @@ function mainHelp(): string {
 
 function commandHelp(cmd: string): string {
   const c = COMMANDS[cmd]!;
-  return `Usage: cybexp-agent ${c.usage} [-c FILE]\n\n${c.help}\n\nOptions:\n  -c, --config FILE   config file (default $CYBEXP_AGENT_CONFIG, else ./agent.config.toml)\n      --debug         print stack traces of errors\n  -h, --help          this help`;
+  // init writes a file of its own naming; it reads no config
+  const options = cmd === "init" ? COMMON_OPTIONS.slice(1) : COMMON_OPTIONS;
+  return [`Usage: cybexp-agent ${c.usage}${cmd === "init" ? "" : " [-c FILE]"}`, "", wrap(c.help, ""), "", "Options:", ...options, "  -h, --help          this help"].join("\n");
 }
 
 interface Parsed {
@@ -64,6 +101,7 @@ interface Parsed {
   json: boolean;
   input?: string;
   contentType?: string;
+  logFile?: string;
   debug: boolean;
 }
 
@@ -90,6 +128,7 @@ function parse(argv: string[]): Parsed | number {
         json: { type: "boolean" },
         input: { type: "string", short: "i" },
         "content-type": { type: "string" },
+        "log-file": { type: "string" },
       },
     }));
   } catch (err) {
@@ -107,8 +146,11 @@ function parse(argv: string[]): Parsed | number {
   const takesNames = ["start", "stop", "restart"].includes(command);
   if (values.json && command !== "status") return usageError("--json goes with status");
   if ((values.input || values["content-type"]) && command !== "post") return usageError("--input goes with post");
+  if (values["log-file"] && command !== "run") return usageError("--log-file goes with run");
   if (command === "post") {
     if (!values.input) return usageError("--input NAME is required");
+    if (positionals.length > 1) return usageError("one FILE at most");
+  } else if (command === "init") {
     if (positionals.length > 1) return usageError("one FILE at most");
   } else if (!takesNames && positionals.length) return usageError(`unexpected argument "${positionals[0]}"`);
   return {
@@ -118,6 +160,7 @@ function parse(argv: string[]): Parsed | number {
     json: !!values.json,
     input: values.input as string | undefined,
     contentType: values["content-type"] as string | undefined,
+    logFile: values["log-file"] === undefined ? undefined : resolve(values["log-file"] as string),
     debug: !!values.debug,
   };
 }
@@ -157,20 +200,25 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   run: async (p) => {
+    // Signals are taken from here on: one that arrives while the agent starts waits for it.
+    let log: RootLogger = createLogger("info");
+    let logFile: RotatingFileSink | undefined;
+    const signals = new ServiceSignals({ log: () => log, reopenLog: () => (logFile ? (logFile.reopen(), true) : false) });
+    signals.install();
+    const config = await loadConfig(p.configPath, inputPlugins);
+    if (p.logFile) logFile = new RotatingFileSink(p.logFile, { maxBytes: config.agent.logMaxBytes, keep: config.agent.logKeep });
+    log = createLogger(config.agent.logLevel, logFile ?? stderrSink, config.agent.logFormat);
+    log.info("agent starting", { pid: process.pid, config: p.configPath });
     let agent: Agent;
     try {
-      agent = await Agent.start({ configPath: p.configPath });
+      agent = await Agent.start({ configPath: p.configPath, log });
     } catch (err) {
       if (err instanceof AlreadyRunningError) throw new CliError(err.message);
       throw err;
     }
-    const onSignal = (sig: string) => {
-      stderrSink.write(JSON.stringify({ ts: new Date().toISOString(), level: "info", msg: `received ${sig}` }) + "\n");
-      void agent.shutdown();
-    };
-    process.on("SIGINT", () => onSignal("SIGINT"));
-    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    signals.attach(agent);
     await agent.done;
+    logFile?.end();
     return EXIT.ok;
   },
 
@@ -243,10 +291,46 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     const res = await callDaemon(rc, "POST", `/inputs/${encodeURIComponent(p.input!)}/events`, body, true, contentType);
     const answer = res.body as { accepted?: number; error?: string };
     if (res.status !== 202) throw new CliError(answer.error ?? `HTTP ${res.status}`);
-    console.log(`accepted ${answer.accepted} event${answer.accepted === 1 ? "" : "s"} into input ${p.input}`);
+    console.log(`accepted ${plural(answer.accepted ?? 0, "event")} into input ${p.input}`);
+    return EXIT.ok;
+  },
+
+  init: async (p) => {
+    const file = resolve(p.positionals[0] ?? "agent.config.toml");
+    const text = starterForInit(await starterConfig());
+    try {
+      writeFileSync(file, text, { flag: "wx", mode: 0o600 });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") throw new CliError(`${file} exists; not overwritten (remove it or name another FILE)`);
+      throw new CliError(`cannot write ${file}: ${code ?? errorMessage(err)}`);
+    }
+    console.log(`wrote ${file}: set CYBEXP_API_TOKEN (and api.url, api.orgid), then: cybexp-agent validate -c ${file}`);
     return EXIT.ok;
   },
 };
+
+/** The commented starter config: packaging/agent.config.toml, which the .deb installs as
+ *  /etc/cybexp-agent/agent.config.toml; the compiled executable carries it inside. */
+export async function starterConfig(): Promise<string> {
+  if ((globalThis as { Bun?: unknown }).Bun) return (await import("../packaging/agent.config.toml", { with: { type: "text" } })).default as unknown as string;
+  // Deno imports text only behind an unstable flag; the source tree has the file beside it
+  return readFileSync(fileURLToPath(new URL("../packaging/agent.config.toml", import.meta.url)), "utf8");
+}
+
+/** The packaged file keeps its state in /var/lib/cybexp-agent; a config written by `init` keeps
+ *  it in ./data beside itself, so that it works for any user in any folder. */
+export function starterForInit(packaged: string): string {
+  const packagedDir = '"/var/lib/cybexp-agent"', initDir = '"./data"';
+  const out = packaged.replace(new RegExp(`^(data_dir\\s*= )${packagedDir}( *)`, "m"), (_, key: string, pad: string) => key + initDir + pad + " ".repeat(packagedDir.length - initDir.length));
+  if (out === packaged) throw new Error("the starter config has no data_dir line to set");
+  return out;
+}
+
+/** "1 upload", "2 uploads", "1 retry", "3 retries". */
+export function plural(n: number, word: string): string {
+  return `${n} ${n === 1 ? word : word.endsWith("y") ? `${word.slice(0, -1)}ies` : `${word}s`}`;
+}
 
 type DaemonTarget = Pick<AgentConfig, "file"> & { agent: Pick<AgentConfig["agent"], "dataDir"> };
 
@@ -325,16 +409,25 @@ export function selfCommand(args: string[]): { cmd: string; args: string[] } {
 async function startDaemon(config: AgentConfig): Promise<RunningConfig> {
   const dataDir = config.agent.dataDir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  // The daemon writes agent.log itself (so that it can rotate it); what the runtime prints on
+  // its own (a crash, a panic, an error before the log is open) goes to agent.out.
   const logPath = join(dataDir, "agent.log");
-  const logFd = openSync(logPath, "a", 0o600);
+  const outPath = join(dataDir, "agent.out");
+  if (safeSize(outPath) > config.agent.logMaxBytes) {
+    try {
+      renameSync(outPath, `${outPath}.1`);
+    } catch {}
+  }
+  const outFd = openSync(outPath, "a", 0o600);
   const logStart = safeSize(logPath);
-  const { cmd, args } = selfCommand(["run", "-c", config.file]);
+  const outStart = safeSize(outPath);
+  const { cmd, args } = selfCommand(["run", "-c", config.file, "--log-file", logPath]);
   const child = spawn(cmd, args, {
     detached: true,
-    stdio: ["ignore", logFd, logFd],
+    stdio: ["ignore", outFd, outFd],
     env: { ...process.env, CYBEXP_AGENT_CONFIG: config.file },
   });
-  closeSync(logFd);
+  closeSync(outFd);
   let exited: number | null | undefined;
   child.on("exit", (code) => (exited = code));
   child.on("error", () => (exited = -1));
@@ -354,17 +447,18 @@ async function startDaemon(config: AgentConfig): Promise<RunningConfig> {
       }
     }
   }
+  const said = `${logSince(logPath, logStart)}\n${logSince(outPath, outStart)}`;
   // Started at the same time as another daemon on this data_dir, which won the lock.
-  const lost = AlreadyRunningError.pattern.exec(logSince(logPath, logStart));
+  const lost = AlreadyRunningError.pattern.exec(said);
   if (exited !== undefined && lost) throw new CliError(lost[0]);
-  const reason = logErrors(logPath, logStart);
+  const reason = logErrors(said);
   if (exited === undefined) {
     try {
       process.kill(child.pid!, "SIGTERM");
     } catch {}
-    throw new CliError(`the daemon did not answer within 20 s${reason ? `: ${reason}` : ""} (see ${logPath})`);
+    throw new CliError(`the daemon did not answer within 20 s${reason ? `: ${reason}` : ""} (see ${logPath} and ${outPath})`);
   }
-  throw new CliError(`the daemon exited during start-up${reason ? `: ${reason}` : ""} (see ${logPath})`);
+  throw new CliError(`the daemon exited during start-up${reason ? `: ${reason}` : ""} (see ${logPath} and ${outPath})`);
 }
 
 function safeSize(path: string): number {
@@ -392,9 +486,9 @@ function logSince(path: string, from: number): string {
   }
 }
 
-/** Error lines the daemon logged since `from`, as one line. */
-function logErrors(path: string, from: number): string {
-  const msgs = logSince(path, from)
+/** The error lines among what the daemon said (JSON or text log records, or plain lines), as one line. */
+function logErrors(said: string): string {
+  const msgs = said
     .split("\n")
     .filter(Boolean)
     .map((l) => {
@@ -402,7 +496,8 @@ function logErrors(path: string, from: number): string {
         const j = JSON.parse(l);
         return j.level === "error" ? j.msg + (j.error ? `: ${j.error}` : "") : "";
       } catch {
-        return l.replace(/^cybexp-agent run: /, "");
+        if (/^\S+ (DEBUG|INFO|WARN) /.test(l)) return "";
+        return l.replace(/^\S+ ERROR /, "").replace(/^cybexp-agent run: /, "");
       }
     })
     .filter(Boolean);
@@ -467,7 +562,7 @@ export function formatStatus(s: StatusJson, rc: RunningConfig): string {
     "",
     s.inputs.length ? table(rows) : "no inputs configured",
     "",
-    `OUTPUT  ${o.state}: ${o.sent_events} events in ${o.sent_uploads} uploads, ${o.retries} retries, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
-    `SPOOL   ${sp.events} events, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,
+    `OUTPUT  ${o.state}: ${plural(o.sent_events, "event")} in ${plural(o.sent_uploads, "upload")}, ${plural(o.retries, "retry")}, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
+    `SPOOL   ${plural(sp.events, "event")}, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,
   ].join("\n");
 }
