@@ -18,6 +18,7 @@ import { serve, type Served } from "./serve.ts";
 import { Spool } from "./spool.ts";
 import { StateStore } from "./state.ts";
 import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.ts";
+import { listenErrorCause } from "./helpers/neterrors.ts";
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
@@ -140,7 +141,7 @@ export class Agent implements ControlApi {
         maxRequestBodySize: maxBodyBytes + 1024 * 1024,
       });
     } catch (err) {
-      throw new Error(`control server cannot listen on ${listen.host}:${listen.port}: ${errorMessage(err)}`);
+      throw new Error(`control.listen: cannot listen on ${listen.host}:${listen.port}: ${listenErrorCause(err)}`);
     }
     const dataDir = this.config.agent.dataDir;
     await writeRunningConfig(dataDir, { pid: process.pid, url: this.url, token: this.token }, new Reserve(dataDir, { log: this.log }));
@@ -150,9 +151,8 @@ export class Agent implements ControlApi {
     const problems: string[] = [];
     const out = this.forwarder.status();
     if (out.state !== "ok") problems.push(`output ${out.state}${out.last_error ? `: ${out.last_error}` : ""}`);
-    for (const i of this.supervisor.status())
-      if (i.state === "failed" || i.state === "backoff") problems.push(`input ${i.name} ${i.state}${i.last_error ? `: ${i.last_error}` : ""}`);
-      else if (i.emit_retrying === true) problems.push(`input ${i.name} cannot hand its events to the spool (kept, retrying)${i.last_error ? `: ${i.last_error}` : ""}`);
+    // The supervisor judges each input (one home for that text, shown in /status too).
+    for (const i of this.supervisor.status()) if (i.problem) problems.push(`input ${i.name} ${i.problem}`);
     const sp = this.spool.stats();
     if (sp.full === "min_free")
       problems.push(`spool full: free space on the data_dir's filesystem (${formatBytes(sp.free_bytes ?? 0)}) is below spool.min_free (${formatBytes(sp.min_free_bytes)}); inputs are paused`);

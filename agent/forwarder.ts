@@ -25,6 +25,7 @@ import { join } from "node:path";
 import { Backoff, sleep } from "./helpers/backoff.ts";
 import { replaceSecrets, TLS_WARNING } from "./helpers/redact.ts";
 import { errorMessage } from "./log.ts";
+import { networkErrorText } from "./helpers/neterrors.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool, SpoolRecord } from "./spool.ts";
@@ -656,7 +657,7 @@ export class Forwarder {
         type: "retry",
         network: true,
         error: this.clean(
-          timedOut ? `timeout after ${api.timeoutMs} ms posting to ${displayUrl(url)}` : `network error posting to ${displayUrl(url)}: ${errorMessage(err)}`,
+          timedOut ? `timeout after ${api.timeoutMs} ms posting to ${displayUrl(url)}` : `network error posting to ${displayUrl(url)}: ${networkErrorText(err, url)}`,
           api,
         ),
       };

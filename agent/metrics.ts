@@ -37,6 +37,7 @@ export function renderMetrics(s: MetricsSnapshot): string {
   metric("input_errors_total", "counter", "Problems an input counted.", perInput((i) => i.errors));
   metric("input_restarts_total", "counter", "Times an input was restarted after failing.", perInput((i) => i.restarts));
   metric("input_up", "gauge", "1 while the input is running.", perInput((i) => (i.state === "running" ? 1 : 0)));
+  metric("input_problem", "gauge", "1 while /health counts the input as a problem (failed, failing polls, a listener that cannot bind).", perInput((i) => (i.problem ? 1 : 0)));
   // Losses an input counts in its status detail (syslog, websocket), where it has them.
   const detail = (key: string): Sample[] =>
     s.inputs.filter((i) => typeof i[key] === "number").map((i) => [{ input: i.name, type: i.type }, i[key] as number]);

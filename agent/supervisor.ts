@@ -9,7 +9,8 @@ import type { Input, InputPlugin, Logger } from "./plugin.ts";
 import type { Spool } from "./spool.ts";
 import type { StateStore } from "./state.ts";
 
-export type InputState = "running" | "stopped" | "failed" | "backoff";
+/** "disabled": configured with `enabled = false` and not started by hand. */
+export type InputState = "running" | "stopped" | "failed" | "backoff" | "disabled";
 
 export interface InputStatus {
   name: string;
@@ -21,6 +22,8 @@ export interface InputStatus {
   last_error: string | null;
   last_event_at: string | null;
   restarts: number;
+  /** Why /health counts this input as a problem (a predicate: "failed: ...", "cannot listen on ..."), or null. */
+  problem?: string | null;
   [detail: string]: unknown;
 }
 
@@ -44,7 +47,7 @@ export interface ReloadResult {
 }
 
 class RunningInput {
-  state: InputState = "stopped";
+  state: InputState;
   restarts = 0;
   counters: InputCounters = newCounters();
   input?: Input;
@@ -56,7 +59,14 @@ class RunningInput {
   constructor(
     public config: InputConfig,
     private readonly sup: SupervisorOptions,
-  ) {}
+  ) {
+    this.state = this.idleState;
+  }
+
+  /** The state of an input that is not running and has not failed. */
+  get idleState(): InputState {
+    return this.config.enabled ? "stopped" : "disabled";
+  }
 
   get running(): boolean {
     return this.loop !== undefined;
@@ -73,7 +83,16 @@ class RunningInput {
   /** Stop the input and wait until its events and checkpoints are safe. */
   async stop(): Promise<void> {
     const loop = this.loop;
-    if (!loop) return;
+    // What the input reported about its health belonged to the run that is ending.
+    this.clearProblem();
+    if (!loop) {
+      // An operator stopping a failed input has taken note of it: no longer a problem.
+      if (this.state === "failed") {
+        this.state = this.idleState;
+        this.sup.log.info("input stopped", { input: this.config.key });
+      }
+      return;
+    }
     this.wake!.abort();
     this.controller?.abort();
     const timeout = this.sup.stopTimeoutMs ?? 5000;
@@ -85,6 +104,30 @@ class RunningInput {
     clearTimeout(timer);
     if (timedOut) this.sup.log.warn("input did not stop in time", { input: this.config.key, timeout_ms: timeout });
     await this.ctx?.settled();
+    this.clearProblem();
+  }
+
+  private clearProblem(): void {
+    const d = this.counters.detail;
+    if (d.problem !== undefined) d.problem = null;
+    if (d.healthy_until !== undefined) d.healthy_until = null;
+  }
+
+  /** Why this input is a problem for /health right now, or null. */
+  problem(now: number): string | null {
+    const c = this.counters;
+    const d = c.detail;
+    const err = c.last_error ? `: ${c.last_error}` : "";
+    if (this.state === "failed") return `failed${err}`;
+    if (this.state !== "running" && this.state !== "backoff") return null;
+    if (typeof d.problem === "string" && d.problem) return d.problem;
+    if (this.state === "backoff") return `backoff${err}`;
+    if (typeof d.healthy_until === "string" && Date.parse(d.healthy_until) < now) {
+      const since = typeof d.last_success === "string" ? `since ${d.last_success}` : "yet";
+      return `has not polled successfully ${since}${err}`;
+    }
+    if (d.emit_retrying === true) return `cannot hand its events to the spool (kept, retrying)${err}`;
+    return null;
   }
 
   private async runLoop(stopping: AbortSignal): Promise<void> {
@@ -142,7 +185,7 @@ class RunningInput {
       log.warn("input failed; restarting after backoff", { error: errorMessage(failure), delay_ms: delay });
       await sleep(delay, stopping);
     }
-    this.state = "stopped";
+    this.state = this.idleState;
     log.info("input stopped");
   }
 }
@@ -180,7 +223,9 @@ export class Supervisor {
       entry.config = config;
       if (!config.enabled) {
         result.stopped.push(name);
-        work.push(entry.stop());
+        work.push(entry.stop().then(() => {
+          if (!entry.running) entry.state = entry.idleState;
+        }));
       } else if (wasRunning) {
         result.restarted.push(name);
         work.push(entry.stop().then(() => entry.start()));
@@ -224,7 +269,7 @@ export class Supervisor {
     await Promise.all([...this.inputs.values()].map((e) => e.stop()));
   }
 
-  status(): InputStatus[] {
+  status(now = Date.now()): InputStatus[] {
     return [...this.inputs.values()].map((e) => ({
       name: e.config.key,
       type: e.config.type,
@@ -236,6 +281,7 @@ export class Supervisor {
       last_event_at: e.counters.last_event_at,
       restarts: e.restarts,
       ...e.counters.detail,
+      problem: e.problem(now),
     }));
   }
 

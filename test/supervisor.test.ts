@@ -93,7 +93,7 @@ describe("supervisor", () => {
     await until(() => sup.status().filter((s) => s.state === "running").length === 3, "three running inputs");
     const keepInstance = sup.instance("keep");
     const changeInstance = sup.instance("change");
-    assert.equal(sup.status().find((s) => s.name === "off")!.state, "stopped");
+    assert.equal(sup.status().find((s) => s.name === "off")!.state, "disabled");
 
     const result = await sup.apply(
       inputs(

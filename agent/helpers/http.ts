@@ -33,6 +33,7 @@
 import { replaceSecrets, TLS_WARNING } from "./redact.ts";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "../plugin.ts";
+import { networkErrorText } from "./neterrors.ts";
 import { VERSION } from "../version.ts";
 import { compressionFromHints, decompress, type Compression } from "./decompress.ts";
 
@@ -275,7 +276,7 @@ export class HttpClient {
       if (external?.aborted) throw abortReason(external);
       if (err instanceof HttpError) throw err;
       if (timedOut) throw new HttpError(`timeout after ${this.timeoutMs} ms waiting for ${display(target)}`, "retryable", null);
-      throw new HttpError(`cannot reach ${display(target)}: ${redactText(messageOf(err), secrets)}`, "retryable", null);
+      throw new HttpError(`cannot reach ${display(target)}: ${redactText(networkErrorText(err, target), secrets)}`, "retryable", null);
     }
     clearTimeout(timer);
 

@@ -27,7 +27,11 @@
 // `secrets` given here, plus URL credentials).
 //
 // Status detail (ctx.setDetail): last_poll, last_success, next_poll (ISO times or null),
-// last_status ("ok", the poll's own status, "error: ...", "waiting: ..."), consecutive_failures.
+// last_status ("ok", the poll's own status, "error: ...", "waiting: ..."), consecutive_failures,
+// and what /health judges by (see the supervisor): `problem` (set once FAILURES_FOR_PROBLEM
+// polls in a row failed, naming the last error; null again after a success) and
+// `healthy_until` (3 intervals after the last success, or after the loop started: past it,
+// with no success since, the input is a problem even if its polls hang or keep waiting).
 import { FatalInputError, type InputContext } from "../plugin.ts";
 import { Backoff, sleep } from "./backoff.ts";
 import { HttpError, redactText } from "./http.ts";
@@ -80,6 +84,12 @@ export function waitOf(err: unknown): number | null | undefined {
 }
 
 const HOUR = 3_600_000;
+/** Polls in a row that must fail before the input counts as a problem in /health. */
+export const FAILURES_FOR_PROBLEM = 3;
+/** Intervals without a success after which the input counts as a problem. */
+export const INTERVALS_FOR_PROBLEM = 3;
+/** Floor of one interval in that count, so a very short interval does not flag a poll that merely takes a moment. */
+const MIN_HEALTH_INTERVAL_MS = 1000;
 const MIN_WAIT_MS = 1000;
 const MESSAGE_CHARS = 500;
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -126,6 +136,8 @@ interface PollDetail {
   next_poll: string | null;
   last_status: string | null;
   consecutive_failures: number;
+  problem: string | null;
+  healthy_until: string | null;
 }
 
 /** Runs `poll` on the schedule until ctx.signal aborts (resolves) or a FatalInputError (rejects). */
@@ -134,9 +146,15 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
   const schedule = new PollSchedule(opts);
   const graceMs = Math.max(0, opts.stopGraceMs ?? 800);
   const secrets = opts.secrets ?? [];
-  const detail: PollDetail = { last_poll: null, last_success: null, next_poll: null, last_status: null, consecutive_failures: 0 };
+  const healthWindowMs = INTERVALS_FOR_PROBLEM * Math.max(MIN_HEALTH_INTERVAL_MS, schedule.intervalMs);
+  // A first poll put off on purpose (a saved last-poll time) does not count against the input.
+  const firstAt = opts.firstPollAt ?? Date.now();
+  const detail: PollDetail = {
+    last_poll: null, last_success: null, next_poll: null, last_status: null, consecutive_failures: 0,
+    problem: null, healthy_until: iso(Math.max(firstAt, Date.now()) + healthWindowMs),
+  };
   const show = () => ctx.setDetail({ ...detail });
-  let nextAt = opts.firstPollAt ?? Date.now();
+  let nextAt = firstAt;
 
   while (!signal.aborted) {
     detail.next_poll = iso(nextAt);
@@ -169,6 +187,8 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
       const waiting = waitOf(err) !== undefined;
       detail.last_status = `${waiting ? "waiting" : "error"}: ${message}`;
       detail.consecutive_failures = schedule.consecutiveFailures;
+      if (schedule.consecutiveFailures >= FAILURES_FOR_PROBLEM)
+        detail.problem = `failed its last ${schedule.consecutiveFailures} polls: ${message}`;
       ctx.reportError(new Error(message));
       ctx.log.warn(waiting ? "the source asks to wait" : "poll failed", {
         error: message,
@@ -184,9 +204,15 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
     detail.last_success = iso(now);
     detail.last_status = r.status !== undefined ? oneLine(redactText(r.status, secrets)) : "ok";
     detail.consecutive_failures = 0;
+    detail.problem = null;
     nextAt = now + schedule.afterSuccess(started, now, r.nextPollInMs);
+    // A success followed by a deliberately later poll (a source's own schedule) keeps its window from then.
+    detail.healthy_until = iso(Math.max(now + healthWindowMs, nextAt + healthWindowMs - schedule.intervalMs));
   }
   detail.next_poll = null;
+  // A stopped loop is judged by its state, not by its schedule.
+  detail.problem = null;
+  detail.healthy_until = null;
   show();
 }
 
