@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { inputPlugins } from "../plugins/index.ts";
 import { Agent, AlreadyRunningError } from "./agent.ts";
-import { ConfigError, defaultConfigPath, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
+import { ConfigError, defaultConfigPath, describeResolvedPaths, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
 import { createLogger, errorMessage, RotatingFileSink, stderrSink, type RootLogger } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
 import { ServiceSignals } from "./signals.ts";
@@ -196,6 +196,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     const inputs = [...config.inputs.values()];
     const enabled = inputs.filter((i) => i.enabled).length;
     console.log(`${p.configPath}: OK (${inputs.length} inputs, ${enabled} enabled: ${inputs.map((i) => `${i.key} [${i.type}]`).join(", ") || "none"})`);
+    for (const line of describeResolvedPaths(config)) console.log(`  ${line}`);
     return EXIT.ok;
   },
 

@@ -1,12 +1,12 @@
 // The configuration file: TOML with ${VAR} substitution, validated by zod schemas (the core's
 // and each plugin's own). Every problem is reported as one line naming where it is.
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
-import type { InputPlugin } from "./plugin.ts";
+import { pathKindOf, resolveConfigPath, type InputPlugin } from "./plugin.ts";
 import { duration, parseSize, size } from "./units.ts";
 
 export class ConfigError extends Error {
@@ -164,6 +164,8 @@ export interface InputConfig {
   options: Record<string, unknown>;
   /** Canonical text of the input's resolved settings: equal fingerprints mean reload leaves it alone. */
   fingerprint: string;
+  /** The path options as resolved against the config file's folder (what `validate` shows). */
+  paths: Record<string, string | string[]>;
 }
 
 export interface ListenAddress {
@@ -222,7 +224,7 @@ export function readDataDir(file: string, env: Record<string, string | undefined
     const text = substituteEnv(readFileSync(file, "utf8"), env).text;
     const raw = parseToml(text) as { agent?: { data_dir?: unknown } };
     const dir = typeof raw.agent?.data_dir === "string" ? raw.agent.data_dir : "./data";
-    return resolve(dirname(resolve(file)), dir);
+    return resolveConfigPath(dir, dirname(resolve(file)));
   } catch {
     return undefined;
   }
@@ -235,8 +237,12 @@ export function parseConfig(
   env: Record<string, string | undefined> = process.env,
 ): AgentConfig {
   const where = (line: number) => `${file}:${line}`;
+  const configDir = dirname(file);
   const substituted = substituteEnv(text, env);
-  if (substituted.problems.length) throw new ConfigError(substituted.problems.map((p) => `${where(p.line)}: ${p.message}`));
+  const problems: string[] = substituted.problems.map((p) => `${where(p.line)}: ${p.message}`);
+  // A variable that is not set leaves its value empty: the problem is the variable, so the
+  // schema's complaint about the empty value on the same line is not repeated.
+  const envLines = new Set(substituted.problems.map((p) => p.line));
 
   let raw: Record<string, unknown>;
   try {
@@ -244,68 +250,77 @@ export function parseConfig(
   } catch (err) {
     if (err instanceof TomlError) {
       const first = err.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
-      throw new ConfigError([`${where(err.line)}: TOML syntax error: ${first} (line ${err.line}, column ${err.column})`]);
+      throw new ConfigError([...problems, `${where(err.line)}: TOML syntax error: ${first} (line ${err.line}, column ${err.column})`]);
     }
     throw err;
   }
 
   const lines = keyLines(text);
-  const problems: string[] = [];
   const report = (path: PropertyKey[], message: string) => {
     const line = lineOf(lines, path);
+    if (line && envLines.has(line)) return;
     problems.push(`${line ? where(line) + ": " : ""}${formatPath(path)}: ${message}`);
   };
 
-  const core = coreSchema.safeParse(raw);
-  if (!core.success) {
-    for (const issue of core.error.issues) reportIssue(issue, [], report);
-    // Check the inputs too, so one run of validate lists every problem.
-    const rawInputs = raw.inputs && typeof raw.inputs === "object" ? (raw.inputs as Record<string, unknown>) : {};
-    for (const [key, table] of Object.entries(rawInputs))
-      if (table && typeof table === "object") checkInput(key, table as Record<string, unknown>, plugins, report);
-    throw new ConfigError(problems);
+  // Each section on its own, so that one run of validate lists the problems of all of them
+  // and the checks across keys of the sections that are valid.
+  const shape = coreSchema.shape;
+  const sections: Record<string, any> = {};
+  for (const key of Object.keys(raw)) if (!(key in shape)) report([key], "unknown key");
+  for (const [key, schema] of Object.entries(shape)) {
+    if (key === "inputs") continue;
+    const parsed = (schema as z.ZodType).safeParse(raw[key]);
+    if (parsed.success) sections[key] = parsed.data;
+    else for (const issue of parsed.error.issues) reportIssue(issue, [key], report);
   }
-  const c = core.data;
+  const c = sections as z.output<typeof coreSchema>;
 
-  const control = parseListen(c.control.listen);
-  if (!control) report(["control", "listen"], `expected "host:port" (e.g. "127.0.0.1:8765"), got "${c.control.listen}"`);
-  else if (!isLoopback(control.host) && !c.control.token)
+  const control = c.control ? parseListen(c.control.listen) : undefined;
+  if (c.control && !control) report(["control", "listen"], `expected "host:port" (e.g. "127.0.0.1:8765"), got "${c.control.listen}"`);
+  else if (control && !isLoopback(control.host) && !c.control.token)
     report(["control", "token"], `required when control.listen (${c.control.listen}) is not a loopback address`);
 
-  const apiBatch: BatchLimits = {
+  const apiBatch: BatchLimits | undefined = c.api && {
     maxEvents: c.api.batch.max_events,
     maxBytes: c.api.batch.max_bytes,
     maxWaitMs: c.api.batch.max_wait,
   };
 
   const inputs = new Map<string, InputConfig>();
-  for (const [key, table] of Object.entries(c.inputs)) {
-    const parsed = checkInput(key, table, plugins, report);
-    if (!parsed) continue;
-    const { type, typetag, name, orgid, timezone, enabled, batch, ...options } = parsed as Record<string, any>;
-    const resolved: Omit<InputConfig, "fingerprint"> = {
-      key,
-      type,
-      typetag,
-      uploadName: name ?? key,
-      orgid: orgid ?? c.api.orgid,
-      timezone: timezone ?? c.api.timezone,
-      enabled,
-      batch: {
-        maxEvents: batch?.max_events ?? apiBatch.maxEvents,
-        maxBytes: batch?.max_bytes ?? apiBatch.maxBytes,
-        maxWaitMs: batch?.max_wait ?? apiBatch.maxWaitMs,
-      },
-      options,
-    };
-    inputs.set(key, { ...resolved, fingerprint: stableJson(resolved) });
-  }
+  const rawInputs = raw.inputs ?? {};
+  if (!rawInputs || typeof rawInputs !== "object" || Array.isArray(rawInputs)) report(["inputs"], "expected a table of inputs ([inputs.<name>])");
+  else
+    for (const [key, table] of Object.entries(rawInputs as Record<string, unknown>)) {
+      if (!table || typeof table !== "object" || Array.isArray(table)) {
+        report(["inputs", key], "expected a table ([inputs." + key + "])");
+        continue;
+      }
+      const checked = checkInput(key, table as Record<string, unknown>, plugins, configDir, report);
+      if (!checked || !c.api || !apiBatch) continue;
+      const { type, typetag, name, orgid, timezone, enabled, batch, ...options } = checked.options as Record<string, any>;
+      const resolved: Omit<InputConfig, "fingerprint" | "paths"> = {
+        key,
+        type,
+        typetag,
+        uploadName: name ?? key,
+        orgid: orgid ?? c.api.orgid,
+        timezone: timezone ?? c.api.timezone,
+        enabled,
+        batch: {
+          maxEvents: batch?.max_events ?? apiBatch.maxEvents,
+          maxBytes: batch?.max_bytes ?? apiBatch.maxBytes,
+          maxWaitMs: batch?.max_wait ?? apiBatch.maxWaitMs,
+        },
+        options,
+      };
+      inputs.set(key, { ...resolved, fingerprint: stableJson(resolved), paths: checked.paths });
+    }
   if (problems.length) throw new ConfigError(problems);
 
   return {
     file,
     agent: {
-      dataDir: resolve(dirname(file), c.agent.data_dir),
+      dataDir: resolveConfigPath(c.agent.data_dir, configDir),
       logLevel: c.agent.log_level,
       hostname: c.agent.hostname ?? osHostname(),
       logFormat: c.agent.log_format,
@@ -321,7 +336,7 @@ export function parseConfig(
       timeoutMs: c.api.timeout,
       concurrency: c.api.concurrency,
       tlsVerify: c.api.tls_verify,
-      batch: apiBatch,
+      batch: apiBatch!,
     },
     spool: { maxBytes: c.spool.max_bytes, minFree: c.spool.min_free, whenFull: c.spool.when_full, fsync: c.spool.fsync },
     deadLetter: { maxBytes: c.dead_letter.max_bytes },
@@ -329,13 +344,75 @@ export function parseConfig(
   };
 }
 
+/** What `validate` shows besides "OK": where the agent keeps its data and the paths each input resolved to. */
+export function describeResolvedPaths(config: AgentConfig): string[] {
+  const out = [`data_dir = ${config.agent.dataDir}`];
+  for (const input of config.inputs.values())
+    for (const [key, value] of Object.entries(input.paths))
+      out.push(`inputs.${input.key}.${key} = ${Array.isArray(value) ? JSON.stringify(value) : value}`);
+  return out;
+}
+
+/**
+ * The input's path options resolved against the config file's folder (a copy of the table),
+ * and each file the input must read at start checked. Problems are reported; the table's
+ * other values are left for the schema to judge.
+ */
+function resolvePaths(
+  table: Record<string, unknown>,
+  plugin: InputPlugin,
+  configDir: string,
+  at: PropertyKey[],
+  report: (path: PropertyKey[], msg: string) => void,
+): { table: Record<string, unknown>; paths: Record<string, string | string[]> } {
+  const shape = (plugin.options as unknown as z.ZodObject<z.ZodRawShape>).shape ?? {};
+  const out = { ...table };
+  const paths: Record<string, string | string[]> = {};
+  for (const [key, schema] of Object.entries(shape)) {
+    const marked = pathKindOf(schema as z.ZodType);
+    const value = table[key];
+    if (!marked || value === undefined) continue;
+    const one = (v: unknown, path: PropertyKey[]): unknown => {
+      if (typeof v !== "string" || v === "") return v;
+      const abs = resolveConfigPath(v, configDir, marked.kind);
+      if (marked.kind === "readable") {
+        const problem = unreadable(abs);
+        if (problem) report(path, `cannot read ${abs} (${problem})`);
+      }
+      return abs;
+    };
+    if (marked.array && Array.isArray(value)) out[key] = value.map((v, i) => one(v, [...at, key, i]));
+    else if (!marked.array) out[key] = one(value, [...at, key]);
+    const resolved = out[key];
+    if (typeof resolved === "string" || (Array.isArray(resolved) && resolved.every((v) => typeof v === "string")))
+      paths[key] = resolved as string | string[];
+  }
+  return { table: out, paths };
+}
+
+/** Why a file the agent must read cannot be read, or undefined. */
+function unreadable(path: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  }
+  try {
+    return fstatSync(fd).isFile() ? undefined : "not a regular file";
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Validates one input table against its plugin's schema; undefined (with problems reported) if invalid. */
 function checkInput(
   key: string,
   table: Record<string, unknown>,
   plugins: Record<string, InputPlugin>,
+  configDir: string,
   report: (path: PropertyKey[], msg: string) => void,
-): Record<string, unknown> | undefined {
+): { options: Record<string, unknown>; paths: Record<string, string | string[]> } | undefined {
   const at = ["inputs", key];
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(key)) {
     report(at, "input names use letters, digits, '_', '.' and '-' (at most 64, starting with a letter or digit)");
@@ -351,10 +428,14 @@ function checkInput(
     report([...at, "type"], `unknown input type "${type}" (known: ${Object.keys(plugins).join(", ")})`);
     return undefined;
   }
-  const parsed = inputSchemaFor(plugin).safeParse(table);
-  if (parsed.success) return parsed.data as Record<string, unknown>;
-  for (const issue of parsed.error.issues) reportIssue(issue, at, report);
-  return undefined;
+  let failed = false;
+  const resolved = resolvePaths(table, plugin, configDir, at, (path, msg) => {
+    failed = true;
+    report(path, msg);
+  });
+  const parsed = inputSchemaFor(plugin).safeParse(resolved.table);
+  if (!parsed.success) for (const issue of parsed.error.issues) reportIssue(issue, at, report);
+  return parsed.success && !failed ? { options: parsed.data as Record<string, unknown>, paths: resolved.paths } : undefined;
 }
 
 function reportIssue(issue: z.core.$ZodIssue, prefix: PropertyKey[], report: (path: PropertyKey[], msg: string) => void) {

@@ -1,5 +1,9 @@
 // The plugin API: everything an input may touch. A plugin imports from here (and from the
 // shared helpers in agent/helpers/), never from another plugin or from core internals.
+import { homedir } from "node:os";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { z as zod } from "zod";
 import type { z } from "zod";
 
 export type EventKind = "text" | "json";
@@ -107,4 +111,74 @@ export class FatalInputError extends Error {
     super(message);
     this.name = "FatalInputError";
   }
+}
+
+// ---- paths in options -----------------------------------------------------------------------
+
+/**
+ * How a path option's value is resolved against the folder of the config file:
+ * - "file": a file or folder path.
+ * - "readable": a file the input reads at start (a certificate, key, CA bundle, credentials):
+ *   one that does not exist or cannot be read is a config error naming the key and the path.
+ * - "glob": a path or glob; a glob's base need not exist yet.
+ * - "exclude": a glob with "/" is resolved like "glob"; one without "/" matches file names
+ *   anywhere and stays as written.
+ * - "dsn": a database dsn: a plain path, or a file: / sqlite: URL whose path is relative, is
+ *   resolved; any other URL (postgres://...) stays as written.
+ */
+export type PathKind = "file" | "readable" | "glob" | "exclude" | "dsn";
+
+// Keyed by the schema's definition, which .describe() and .meta() clones share.
+const pathKinds = new WeakMap<object, PathKind>();
+
+/**
+ * A string option that names a path. The core resolves it against the folder of the config
+ * file before the plugin sees its options (so the plugin gets absolute paths, whatever the
+ * agent's working directory); `~` and `~/...` are the home folder of the user running the agent.
+ * Use it as the option itself or as an array's element: `z.array(pathOption("glob"))`.
+ */
+export function pathOption(kind: PathKind = "file"): z.ZodString {
+  const schema = zod.string().min(1);
+  pathKinds.set(schema._zod.def, kind);
+  return schema;
+}
+
+/** The PathKind of a schema made by pathOption() (seen through optional/default/array), if any. */
+export function pathKindOf(schema: z.ZodType): { kind: PathKind; array: boolean } | undefined {
+  let s: any = schema;
+  let array = false;
+  for (let depth = 0; s && depth < 8; depth++) {
+    const kind = pathKinds.get(s._zod.def);
+    if (kind) return { kind, array };
+    const def = s._zod.def;
+    if (def.type === "array") {
+      array = true;
+      s = def.element;
+    } else if (def.innerType) s = def.innerType;
+    else if (def.type === "pipe") s = def.in;
+    else return undefined;
+  }
+  return undefined;
+}
+
+/** The one rule for a path in the config: relative to the config file's folder; ~ is the home folder. */
+export function resolveConfigPath(value: string, configDir: string, kind: PathKind = "file"): string {
+  if (kind === "exclude" && !value.includes("/")) return value;
+  if (kind === "dsn") {
+    const url = /^(file|sqlite):(?:\/\/)?([^?#]*)(.*)$/i.exec(value);
+    if (url) {
+      const path = decodeURIComponent(url[2]!);
+      // file:///abs stays a file: URL; file:rel becomes file:///<config dir>/rel; a sqlite: URL becomes its path.
+      const abs = path.startsWith("/") ? path : resolvePlain(path, configDir);
+      return url[1]!.toLowerCase() === "file" ? pathToFileURL(abs).href + url[3]! : abs;
+    }
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(value)) return value;
+  }
+  return resolvePlain(value, configDir);
+}
+
+function resolvePlain(value: string, configDir: string): string {
+  if (value === "~") return homedir();
+  if (value.startsWith("~/")) return resolve(homedir(), value.slice(2));
+  return resolve(configDir, value);
 }

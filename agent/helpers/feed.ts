@@ -22,7 +22,7 @@
 // conditional GET, then batch by batch "post the new records, then mark every record", and
 // the state checkpointed so that a crash never loses a record and a restart re-posts nothing.
 import { z } from "zod";
-import type { InputContext, Logger } from "../plugin.ts";
+import { pathOption, type InputContext, type Logger } from "../plugin.ts";
 import { duration } from "../units.ts";
 import { HttpClient, type HttpClientOptions, type HttpResponse, type Validators } from "./http.ts";
 import { runPolls, type PollResult } from "./poll.ts";
@@ -62,7 +62,7 @@ export const maxSeenOption = (description: string) => z.number().int().min(1000)
 /** tls_verify (default true) and ca_file, to spread into an HTTP source's options. */
 export const tlsOptions = (verifyDescription: string, caFileDescription: string) => ({
   tls_verify: z.boolean().default(true).describe(verifyDescription),
-  ca_file: z.string().min(1).optional().describe(caFileDescription),
+  ca_file: pathOption("readable").optional().describe(`${caFileDescription} Relative to the config file's folder.`),
 });
 
 /** Warns at start when `interval` is shorter than the source asks of its clients. */

@@ -2,7 +2,7 @@
 // whose only parameter $1 is a cursor, post each row as a JSON event, and move the cursor to
 // the last row's cursor_column. SQLite (node:sqlite) and PostgreSQL (the `postgres` client).
 import { z } from "zod";
-import { defineInput } from "../../agent/plugin.ts";
+import { defineInput, pathOption } from "../../agent/plugin.ts";
 import { intervalOption, timeoutOption } from "../../agent/helpers/feed.ts";
 import { DatabaseInput, databaseState } from "./input.ts";
 
@@ -11,8 +11,8 @@ const CURSOR_PARAM = /\$1(?!\d)/;
 
 const options = z.object({
   driver: z.enum(["sqlite", "postgres"]).describe("sqlite: a database file, read through the runtime's built-in SQLite; postgres: a PostgreSQL server."),
-  dsn: z.string().min(1)
-    .describe("sqlite: the database file's path (or a file: URL); postgres: a postgres:// URL, e.g. \"postgres://reader:${PGPASSWORD}@db.example:5432/logs\". Its password is never logged or shown."),
+  dsn: pathOption("dsn")
+    .describe("sqlite: the database file's path (or a file: or sqlite: URL), relative to the config file's folder; postgres: a postgres:// URL, e.g. \"postgres://reader:${PGPASSWORD}@db.example:5432/logs\". Its password is never logged or shown."),
   query: z.string().min(1).refine((q) => CURSOR_PARAM.test(q), {
     message: "must use $1, the cursor (e.g. \"SELECT * FROM events WHERE id > $1 ORDER BY id\")",
   }).describe("The SQL query, with $1 as its only parameter: the cursor. It must ORDER BY cursor_column; e.g. \"SELECT * FROM events WHERE id > $1 ORDER BY id\"."),

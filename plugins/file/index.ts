@@ -1,7 +1,7 @@
 // The `file` input: tails log files named by paths and globs, surviving rename and
 // copytruncate rotation and restarts (checkpoints by content fingerprint).
 import { z } from "zod";
-import { defineInput } from "../../agent/plugin.ts";
+import { defineInput, pathOption } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
 import { FileTailer } from "./tailer.ts";
 import { fileInputState } from "./state.ts";
@@ -26,10 +26,10 @@ const multiline = z.object({
 }).strict();
 
 const options = z.object({
-  paths: z.array(z.string().min(1)).min(1)
-    .describe("Files to follow: paths or globs (*, ?, [...], ** and {a,b}); relative ones are relative to the agent's working directory."),
-  exclude: z.array(z.string().min(1)).default([])
-    .describe("Globs of files not to follow; a pattern without \"/\" is matched against the file name (e.g. \"*.gz\")."),
+  paths: z.array(pathOption("glob")).min(1)
+    .describe("Files to follow: paths or globs (*, ?, [...], ** and {a,b}); relative ones are relative to the config file's folder. A glob whose folder does not exist yet is not an error."),
+  exclude: z.array(pathOption("exclude")).default([])
+    .describe("Globs of files not to follow; a pattern without \"/\" is matched against the file name (e.g. \"*.gz\"), a relative one with \"/\" is relative to the config file's folder."),
   start_at: z.enum(["beginning", "end"]).default("beginning")
     .describe("Where to start in a file found at startup that has no checkpoint; files appearing later are always read from the beginning."),
   format: z.enum(["text", "json"]).default("text")

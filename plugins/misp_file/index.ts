@@ -1,14 +1,14 @@
 // The `misp_file` input: MISP events from JSON files (restSearch answers, single events, lists)
 // dropped into a folder, or from a MISP feed folder (manifest.json + <uuid>.json).
 import { z } from "zod";
-import { defineInput } from "../../agent/plugin.ts";
+import { defineInput, pathOption } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
 import { intervalOption, maxSeenOption } from "../../agent/helpers/feed.ts";
 import { MispFileInput, mispFileState } from "./input.ts";
 
 const options = z.object({
-  path: z.string().min(1)
-    .describe("A MISP JSON file, a drop folder (its *.json files, and its sub-folders holding a manifest.json as MISP feeds), or a MISP feed folder."),
+  path: pathOption()
+    .describe("A MISP JSON file, a drop folder (its *.json files, and its sub-folders holding a manifest.json as MISP feeds), or a MISP feed folder; a relative path is relative to the config file's folder."),
   interval: intervalOption("10s", "How often the path is scanned for new or changed files."),
   after: z.enum(["keep", "rename", "delete"]).default("keep")
     .describe("What happens to a dropped file once its events are durably spooled: keep it (a changed file is read again), rename it to <name>.done, or delete it. Feed folders are always kept."),

@@ -8,7 +8,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { z } from "zod";
-import { FatalInputError, defineInput, type InputContext } from "../../agent/plugin.ts";
+import { FatalInputError, defineInput, pathOption, type InputContext } from "../../agent/plugin.ts";
 import { errorMessage } from "../../agent/log.ts";
 import { Backoff, sleep } from "../../agent/helpers/backoff.ts";
 import { duration, size } from "../../agent/units.ts";
@@ -28,10 +28,10 @@ const options = z.object({
   idle_timeout: duration().prefault("5m").describe("A TCP or TLS connection silent this long is closed."),
   max_connections: z.number().int().positive().default(1000).describe("TCP and TLS connections beyond this are refused."),
   timezone: z.string().default("UTC").describe('Zone of timestamps sent without one (RFC 3164): "UTC", "+02:00" or an IANA name.'),
-  tls_cert: z.string().min(1).optional().describe("PEM file with the server certificate (and its chain) for tls:// listeners; required with them."),
-  tls_key: z.string().min(1).optional().describe("PEM file with the private key of tls_cert; required with tls:// listeners."),
-  tls_ca: z.string().min(1).optional()
-    .describe("PEM file of CA certificates: when set, TLS clients must present a certificate signed by one of them (mutual TLS)."),
+  tls_cert: pathOption("readable").optional().describe("PEM file with the server certificate (and its chain) for tls:// listeners; required with them. Relative to the config file's folder."),
+  tls_key: pathOption("readable").optional().describe("PEM file with the private key of tls_cert; required with tls:// listeners. Relative to the config file's folder."),
+  tls_ca: pathOption("readable").optional()
+    .describe("PEM file of CA certificates (relative to the config file's folder): when set, TLS clients must present a certificate signed by one of them (mutual TLS)."),
   tls_min_version: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2").describe("Oldest TLS version a client may use."),
 }).strict().superRefine((o, ctx) => {
   if (!o.listen.some((url) => url.startsWith("tls://"))) return;
