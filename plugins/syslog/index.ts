@@ -11,6 +11,7 @@ import { z } from "zod";
 import { FatalInputError, defineInput, pathOption, type InputContext } from "../../agent/plugin.ts";
 import { errorMessage } from "../../agent/log.ts";
 import { Backoff, sleep } from "../../agent/helpers/backoff.ts";
+import { listenErrorCause } from "../../agent/helpers/neterrors.ts";
 import { duration, size } from "../../agent/units.ts";
 import { SyslogFramer, type MessageSink } from "./framer.ts";
 import { JsonLineBuffer } from "./json-lines.ts";
@@ -470,13 +471,20 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       .finally(() => (dropsReading = null)));
 
   const shownHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
+  // A listener that cannot bind keeps the input a problem in /health (through its restarts)
+  // until it binds; the error names the input and the address, not a bare EADDRINUSE.
+  const cannotListen = (l: { protocol: string; host: string; port: number }, err: unknown): never => {
+    const what = `cannot listen on ${l.protocol}://${shownHost(l.host)}:${l.port}: ${listenErrorCause(err)}`;
+    ctx.setDetail({ problem: what });
+    throw new Error(`inputs.${ctx.name}: ${what}`);
+  };
 
   try {
     for (const l of listeners) {
       if (l.protocol !== "udp") {
         const server = streamServer(l.protocol);
         servers.push(server);
-        await bound(server, (done) => server.listen(l.port, l.host, done));
+        await bound(server, (done) => server.listen(l.port, l.host, done)).catch((err) => cannotListen(l, err));
         server.on("error", (err) => ctx.reportError(err));
         const addr = server.address();
         const port = typeof addr === "object" && addr ? addr.port : l.port;
@@ -484,7 +492,7 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
       } else {
         const udp = createSocket({ type: l.host.includes(":") ? "udp6" : "udp4", reuseAddr: false });
         udps.push(udp);
-        await bound(udp, (done) => udp.bind(l.port, l.host, done));
+        await bound(udp, (done) => udp.bind(l.port, l.host, done)).catch((err) => cannotListen(l, err));
         // A larger kernel buffer absorbs bursts while the event loop is busy (capped by net.core.rmem_max).
         try {
           udp.setRecvBufferSize(UDP_RECV_BUFFER_BYTES);
@@ -503,6 +511,7 @@ export async function runSyslog(opts: Options, ctx: InputContext, limits: QueueL
         listening.push(`udp://${shownHost(l.host)}:${udp.address().port}`);
       }
     }
+    ctx.setDetail({ problem: null });
     showDetail();
     ctx.log.info("syslog listening", { listening });
     if (udpPorts.length > 0) dropsTimer = setInterval(readKernelDrops, KERNEL_DROPS_READ_MS);
