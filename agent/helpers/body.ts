@@ -251,7 +251,7 @@ function indexOfBytes(hay: Uint8Array, needle: Uint8Array, from: number): number
   return -1;
 }
 
-/** The parameters of a header value like `form-data; name="file"; filename="a b.txt"` (names lower-cased). */
+/** The parameters after the first ";" of a header value like `form-data; name="file"; filename="a b.txt"` (names lower-cased). */
 function headerParams(value: string): Map<string, string> {
   const params = new Map<string, string>();
   const re = /;\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))/g;
@@ -263,7 +263,7 @@ function headerParams(value: string): Map<string, string> {
 }
 
 function boundaryOf(contentType: string): string {
-  const boundary = headerParams(contentType.slice(contentType.indexOf(";") === -1 ? contentType.length : contentType.indexOf(";"))).get("boundary");
+  const boundary = headerParams(contentType).get("boundary");
   if (boundary === undefined) throw new InputError("the multipart/form-data Content-Type has no boundary parameter");
   // RFC 2046: 1 to 70 characters, none of them outside the allowed set, not ending in a space.
   if (!/^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/.test(boundary)) {
@@ -334,7 +334,7 @@ function addPart(content: FormContent, n: number, headerText: string, data: Uint
   if (!disposition || !/^form-data\s*(;|$)/i.test(disposition)) {
     throw new InputError(`part ${n}: no "Content-Disposition: form-data" header`);
   }
-  const params = headerParams(disposition.slice(disposition.indexOf(";") === -1 ? disposition.length : disposition.indexOf(";")));
+  const params = headerParams(disposition);
   const name = params.get("name") ?? "";
   const filename = params.get("filename");
   const label = filename !== undefined ? `part ${n} (${JSON.stringify(name)}, ${filename || "no file name"})` : `part ${n} (${JSON.stringify(name)} field)`;
