@@ -67,6 +67,24 @@ test("a server that drops the connection: 'closed before an answer'", async () =
   }
 });
 
+test("a connection lost in the middle of the body: said without the runtime's advice", async () => {
+  const server = createTcpServer((s) => {
+    s.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\npart of it\n", () => s.destroy());
+  });
+  const port = await listening(server);
+  const client = new HttpClient({ timeoutMs: 5000 });
+  try {
+    const res = await client.request(`http://127.0.0.1:${port}/feed.txt`, { decompress: false });
+    const err = await new Response(res.body).text().then(() => assert.fail("the body read succeeded"), (e: unknown) => e as Error);
+    assert.match(err.message, new RegExp(`^connection lost reading http://127\\.0\\.0\\.1:${port}/feed\\.txt: `));
+    assert.doesNotMatch(err.message, RUNTIME_WORDS);
+    assert.doesNotMatch(err.message, /: E[A-Z]+:/, "no bare error code");
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
 test("a host name that does not resolve: named, with the scheme's port", async () => {
   const err = await pollError("https://no-such-host.invalid/feed");
   assert.match(err.message, /^cannot reach https:\/\/no-such-host\.invalid\/feed: cannot connect to no-such-host\.invalid:443: host name (not found|lookup failed)/);

@@ -135,11 +135,14 @@ describe("health of polling inputs", () => {
       assert.equal(failing.problem, problem.slice("input feed ".length));
       assert.equal(failing.last_success, null);
       assert.equal(typeof failing.last_poll, "string");
+      const metrics = await (await fetch(`${a.url}/metrics`)).text();
+      assert.match(metrics, /^cybexp_agent_input_problem\{input="feed",type="http_poll"\} 1$/m);
 
       src.set((res) => res.writeHead(200, { "content-type": "application/json" }).end('[{"id":1}]'));
       await until(async () => (await a.health()).status === 200, "/health 200 after a successful poll");
       const ok = await a.input("feed");
       assert.equal(ok.problem, null);
+      assert.match(await (await fetch(`${a.url}/metrics`)).text(), /^cybexp_agent_input_problem\{input="feed",type="http_poll"\} 0$/m);
       assert.equal(typeof ok.last_success, "string");
       assert.ok(Date.now() - Date.parse(String(ok.last_success)) < 10_000, String(ok.last_success));
       await until(async () => typeof (await a.input("feed")).next_poll === "string", "the next poll time");

@@ -33,7 +33,7 @@
 import { replaceSecrets, TLS_WARNING } from "./redact.ts";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "../plugin.ts";
-import { networkErrorText } from "./neterrors.ts";
+import { networkErrorText, withoutRuntimeWords } from "./neterrors.ts";
 import { VERSION } from "../version.ts";
 import { compressionFromHints, decompress, type Compression } from "./decompress.ts";
 
@@ -299,7 +299,7 @@ export class HttpClient {
       if (external?.aborted) return abortReason(external);
       if (err instanceof HttpError) return err;
       if (idle) return new HttpError(`no data for ${this.idleTimeoutMs} ms reading ${display(answerUrl)}`, "retryable", res.status, { headers: res.headers });
-      return new HttpError(`connection lost reading ${display(answerUrl)}: ${redactText(messageOf(err), secrets)}`, "retryable", res.status, { headers: res.headers });
+      return new HttpError(`connection lost reading ${display(answerUrl)}: ${redactText(withoutRuntimeWords(messageOf(err)), secrets)}`, "retryable", res.status, { headers: res.headers });
     });
 
     if (res.status === 304 || !res.ok) {

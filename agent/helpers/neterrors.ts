@@ -75,16 +75,21 @@ function messages(err: unknown): { codes: string[]; texts: string[] } {
   return { codes, texts };
 }
 
-/** The runtime's own words for a failure none of the rules knows, without its advice. */
-function cleaned(texts: string[]): string {
-  const own = texts.filter((t) => !/^fetch failed$/i.test(t.trim()));
-  const last = (own.at(-1) ?? texts.at(-1) ?? "network error")
+/** A runtime's message without its advice and framing (Bun's "Is the computer able ...", Deno's "error sending request for url (...)"). */
+export function withoutRuntimeWords(text: string): string {
+  return text
     .replace(/\s*Is the computer able to access the url\?/i, "")
     .replace(/\s*For more information, pass `verbose: true`.*$/i, "")
     .replace(/^error sending request (?:from \S+ )?for (?:url )?\(?\S+?\)?(?: \([^)]*\))?: /i, "")
     .replace(/^client error \([^)]*\): /i, "")
+    .replace(/^E[A-Z]+: (?=\S)/, "")
     .trim();
-  return last || "network error";
+}
+
+/** The runtime's own words for a failure none of the rules knows. */
+function cleaned(texts: string[]): string {
+  const own = texts.filter((t) => !/^fetch failed$/i.test(t.trim()));
+  return withoutRuntimeWords(own.at(-1) ?? texts.at(-1) ?? "") || "network error";
 }
 
 /** The agent's one line for a request that got no answer: address and cause, e.g. "cannot connect to 127.0.0.1:5000: connection refused". */
