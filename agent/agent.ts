@@ -9,7 +9,7 @@ import { controlApp, type ControlApi } from "./control.ts";
 import { Forwarder, type RouteMeta } from "./forwarder.ts";
 import { removeLeftoverTempFiles } from "./leftovers.ts";
 import { DataDirLock } from "./lock.ts";
-import { createLogger, errorMessage, type RootLogger } from "./log.ts";
+import { createLogger, type RootLogger } from "./log.ts";
 import { renderMetrics } from "./metrics.ts";
 import { InputError } from "./plugin.ts";
 import { Reserve } from "./reserve.ts";

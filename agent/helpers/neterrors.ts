@@ -5,6 +5,8 @@
 //
 //   networkErrorText(err, "http://127.0.0.1:5000/raw")
 //     -> "cannot connect to 127.0.0.1:5000: connection refused"
+//
+// And why a socket could not bind, for listeners: listenErrorCause(err) -> "address already in use".
 
 /** `host:port` of a URL, with the scheme's default port when the URL names none. */
 export function hostPort(url: string | URL): string {
