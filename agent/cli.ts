@@ -209,7 +209,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     const config = await loadConfig(p.configPath, inputPlugins);
     if (p.logFile) logFile = new RotatingFileSink(p.logFile, { maxBytes: config.agent.logMaxBytes, keep: config.agent.logKeep });
     log = createLogger(config.agent.logLevel, logFile ?? stderrSink, config.agent.logFormat);
-    log.info("agent starting", { pid: process.pid, config: p.configPath });
+    log.debug("agent starting", { pid: process.pid, config: p.configPath });
     let agent: Agent;
     try {
       agent = await Agent.start({ configPath: p.configPath, log });

@@ -15,7 +15,7 @@ const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
 test(`run under ${isDeno ? "Deno" : "Bun"}: SIGHUP reloads (also during start-up), SIGUSR2/SIGQUIT/SIGPIPE${isDeno ? "" : "/SIGUSR1"} leave it running, SIGTERM stops it gracefully`, async () => {
   const d = mkdtempSync(join(tmpdir(), "signals-"));
   const config = join(d, "agent.config.toml");
-  writeFileSync(config, `[agent]\ndata_dir = "data"\nlog_format = "text"\n[control]\nlisten = "127.0.0.1:0"\n[api]\nurl = "http://127.0.0.1:9"\ntoken = "t"\norgid = "o"\n[inputs.desk]\ntype = "manual"\ntypetag = "m"\n`);
+  writeFileSync(config, `[agent]\ndata_dir = "data"\nlog_format = "text"\nlog_level = "debug"\n[control]\nlisten = "127.0.0.1:0"\n[api]\nurl = "http://127.0.0.1:9"\ntoken = "t"\norgid = "o"\n[inputs.desk]\ntype = "manual"\ntypetag = "m"\n`);
   const child = spawn(process.execPath, [...(isDeno ? ["run", "-A"] : []), mainTs, "run", "-c", config], { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   child.stderr!.on("data", (b: Buffer) => (log += b.toString("utf8")));
@@ -34,7 +34,7 @@ test(`run under ${isDeno ? "Deno" : "Bun"}: SIGHUP reloads (also during start-up
   };
   const seen = (what: string) => until(() => log.includes(what) || !running(), what, 30_000).then(() => assert.ok(running(), `running after ${what}: ${log}`));
   try {
-    await seen("INFO  agent starting");
+    await seen("DEBUG agent starting");
     process.kill(child.pid!, "SIGHUP"); // most likely still starting: carried out once it is up
     await seen("INFO  configuration reloaded");
     assert.ok(log.indexOf("agent started") < log.indexOf("configuration reloaded"), log);
