@@ -195,7 +195,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     const config = await loadConfig(p.configPath, inputPlugins);
     const inputs = [...config.inputs.values()];
     const enabled = inputs.filter((i) => i.enabled).length;
-    console.log(`${p.configPath}: OK (${inputs.length} inputs, ${enabled} enabled: ${inputs.map((i) => `${i.key} [${i.type}]`).join(", ") || "none"})`);
+    console.log(`${p.configPath}: OK (${plural(inputs.length, "input")}, ${enabled} enabled: ${inputs.map((i) => `${i.key} [${i.type}]`).join(", ") || "none"})`);
     for (const line of describeResolvedPaths(config)) console.log(`  ${line}`);
     return EXIT.ok;
   },

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { formatStatus, plural, starterConfig, starterForInit, wrap } from "../agent/cli.ts";
@@ -33,6 +35,18 @@ describe("cli words", () => {
     );
     assert.match(text, /OUTPUT  ok: 1 event in 1 upload, 1 retry, 0 dead-lettered/);
     assert.match(text, /SPOOL   1 event, /);
+  });
+
+  test("validate counts one input as 1 input", () => {
+    const d = mkdtempSync(join(tmpdir(), "cli-"));
+    try {
+      writeFileSync(join(d, "a.toml"), `[api]\nurl = "http://127.0.0.1:9"\ntoken = "t"\norgid = "o"\n[inputs.desk]\ntype = "manual"\ntypetag = "m"\n`);
+      const r = cli(["validate", "-c", join(d, "a.toml")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /: OK \(1 input, 1 enabled: desk \[manual\]\)/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 
   test("wrap folds at word boundaries within the width and keeps every word", () => {

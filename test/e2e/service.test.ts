@@ -182,7 +182,7 @@ describe("init (compiled executable)", { skip }, () => {
         c.on("exit", (code) => res({ code: code ?? 1, out }));
       });
       assert.equal(v.code, 0, v.out);
-      assert.match(v.out, /OK \(\d+ inputs/);
+      assert.match(v.out, /OK \(4 inputs, 2 enabled: auth \[file\], cowrie \[file\], syslog \[syslog\], analyst \[manual\]\)/);
       const noToken = await cli(d, ["validate", "-c", "sub.toml"]);
       assert.equal(noToken.code, 1);
       assert.match(noToken.stderr, /CYBEXP_API_TOKEN is not set/);
