@@ -3,12 +3,23 @@
 // Changes the host (a package, a system user): runs as root only, where dpkg-deb exists, and
 // not where a cybexp-agent package is installed already. Needs CYBEXP_E2E_BINARY (npm run test:e2e, .ci/run).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, test } from "node:test";
+import { until } from "../until.ts";
 import { BINARY, skip } from "./helpers.ts";
+
+/** Whether 127.0.0.1:port can be listened on now (the packaged config's control port). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once("error", () => res(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
+  });
+}
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 const installedAlready = () => spawnSync("dpkg-query", ["-W", "-f=${Status}", "cybexp-agent"], { encoding: "utf8" }).stdout.includes("installed");
@@ -36,7 +47,7 @@ describe("the .deb package", { skip: why }, () => {
     rmSync(out, { recursive: true, force: true });
   });
 
-  test("npm run package builds it; dpkg -i installs the executable, the unit, the config and the user; the config validates; dpkg -r removes it", () => {
+  test("npm run package builds it; dpkg -i installs the executable, the unit, the config and the user; the config validates; the agent runs as its user; dpkg -r removes it", async () => {
     const built = run(process.execPath, [resolve("scripts/package.ts"), "--binary", BINARY, "--out", out], { ...process.env });
     assert.equal(built.code, 0, built.out);
     const version = (JSON.parse(readFileSync("package.json", "utf8")) as { version: string }).version;
@@ -75,6 +86,35 @@ describe("the .deb package", { skip: why }, () => {
       const asUser = run("runuser", ["-u", "cybexp-agent", "--", "/usr/bin/env", "CYBEXP_API_TOKEN=t0k", "/usr/bin/cybexp-agent", "validate", "-c", "/etc/cybexp-agent/agent.config.toml"]);
       assert.equal(asUser.code, 0, `validate as cybexp-agent: ${asUser.out}`);
     }
+
+    // the installed agent as the unit runs it (user cybexp-agent, data in /var/lib/cybexp-agent),
+    // with an API address that takes nothing, so that nothing leaves the host
+    if (has("runuser") && (await portFree(8765))) {
+      const agent = spawn("runuser", ["-u", "cybexp-agent", "--", "/usr/bin/env", "CYBEXP_API_TOKEN=t0k", "CYBEXP_API_URL=http://127.0.0.1:9", "/usr/bin/cybexp-agent", "run", "-c", "/etc/cybexp-agent/agent.config.toml"], { stdio: ["ignore", "ignore", "pipe"] });
+      let log = "";
+      agent.stderr!.on("data", (b: Buffer) => (log += b.toString("utf8")));
+      const ended = new Promise<void>((r) => agent.once("exit", () => r()));
+      try {
+        await until(() => existsSync("/var/lib/cybexp-agent/runningconfig") || agent.exitCode !== null, "the installed agent's runningconfig", 30_000);
+        assert.ok(existsSync("/var/lib/cybexp-agent/runningconfig"), `the installed agent runs: ${log}`);
+        assert.equal(statSync("/var/lib/cybexp-agent/runningconfig").uid, st.uid, "written by the service's user");
+        const status = run("/usr/bin/cybexp-agent", ["status", "-c", "/etc/cybexp-agent/agent.config.toml"], { PATH: "/usr/bin:/bin", CYBEXP_API_TOKEN: "t0k" });
+        assert.equal(status.code, 0, status.out);
+        assert.match(status.out, /analyst\s+manual\s+running/);
+        const pid = (JSON.parse(readFileSync("/var/lib/cybexp-agent/runningconfig", "utf8")) as { pid: number }).pid;
+        process.kill(pid, "SIGTERM");
+        await ended;
+        assert.match(log, /"msg":"agent stopped"/);
+      } finally {
+        // runuser passes signals on; the agent's own pid is in the runningconfig
+        if (agent.exitCode === null) {
+          try {
+            process.kill((JSON.parse(readFileSync("/var/lib/cybexp-agent/runningconfig", "utf8")) as { pid: number }).pid, "SIGKILL");
+          } catch {}
+          agent.kill("SIGKILL");
+        }
+      }
+    } else console.log("package test: runuser missing or port 8765 taken; the installed agent was not run");
 
     const rm = run("dpkg", ["-r", "cybexp-agent"]);
     assert.equal(rm.code, 0, `dpkg -r: ${rm.out}`);
