@@ -40,6 +40,8 @@ export class Agent implements ControlApi {
   private server?: Served;
   private token = "";
   private stopping?: Promise<void>;
+  /** The last reload asked for: the next waits for it. */
+  private reloading: Promise<void> = Promise.resolve();
   private readonly reserveTimer: ReturnType<typeof setInterval>;
   private resolveDone!: () => void;
   /** Resolves once the agent has shut down. */
@@ -194,7 +196,17 @@ export class Agent implements ControlApi {
     this.log.info(`input ${action} requested`, { input: name });
   }
 
-  async reload(): Promise<ReloadResult> {
+  /**
+   * Reads the config file again and applies the difference. Reloads from SIGHUP, the CLI and
+   * POST /reload run one after the other, each on the file as it is when its turn comes.
+   */
+  reload(): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.reloadNow());
+    this.reloading = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  private async reloadNow(): Promise<ReloadResult> {
     // An invalid file throws here and nothing changes.
     const next = await loadConfig(this.config.file, inputPlugins);
     const warnings: string[] = [];

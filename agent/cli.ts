@@ -529,9 +529,22 @@ function contentTypeFor(file: string): string | undefined {
 
 interface StatusJson {
   agent: { version: string; pid: number; uptime_s: number; hostname: string };
-  inputs: { name: string; type: string; state: string; events: number; bytes: number; errors: number; restarts: number; last_event_at: string | null; last_error: string | null }[];
+  inputs: {
+    name: string; type: string; state: string; events: number; bytes: number; errors: number; restarts: number; last_event_at: string | null; last_error: string | null;
+    /** Poll inputs (their status detail). */
+    last_success?: string | null; next_poll?: string | null;
+    /** Why /health counts it as a problem, or null. */
+    problem?: string | null;
+  }[];
   output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null };
   spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number };
+}
+
+/** How far off an ISO time is from now: "12s ago", "in 3s". */
+function until(iso: string | null): string {
+  if (!iso) return "-";
+  const s = Math.round((Date.parse(iso) - Date.now()) / 1000);
+  return s <= 0 ? "now" : `in ${duration(s)}`;
 }
 
 function ago(iso: string | null): string {
@@ -558,10 +571,15 @@ export function formatStatus(s: StatusJson, rc: RunningConfig): string {
     rows.push([i.name, i.type, i.state, String(i.events), formatBytes(i.bytes), String(i.errors), String(i.restarts), ago(i.last_event_at), i.last_error ?? "-"]);
   const o = s.output;
   const sp = s.spool;
+  const polls = s.inputs
+    .filter((i) => i.next_poll !== undefined && i.state !== "stopped" && i.state !== "disabled")
+    .map((i) => `POLL    ${i.name}: last success ${i.last_success ? ago(i.last_success) : "never"}, next poll ${until(i.next_poll ?? null)}`);
+  const problems = s.inputs.filter((i) => i.problem).map((i) => `PROBLEM ${i.name}: ${i.problem}`);
   return [
     `cybexp-agent ${s.agent.version}  pid ${s.agent.pid}  up ${duration(s.agent.uptime_s)}  host ${s.agent.hostname}  control ${rc.url}`,
     "",
     s.inputs.length ? table(rows) : "no inputs configured",
+    ...(polls.length || problems.length ? ["", ...polls, ...problems] : []),
     "",
     `OUTPUT  ${o.state}: ${plural(o.sent_events, "event")} in ${plural(o.sent_uploads, "upload")}, ${plural(o.retries, "retry")}, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
     `SPOOL   ${plural(sp.events, "event")}, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,

@@ -37,6 +37,29 @@ describe("cli words", () => {
     assert.match(text, /SPOOL   1 event, /);
   });
 
+  test("status shows a poll input's last success and next poll, and each input's problem", () => {
+    const at = (s: number) => new Date(Date.now() + s * 1000).toISOString();
+    const input = { type: "http_poll", state: "running", events: 0, bytes: 0, errors: 3, restarts: 0, last_event_at: null, last_error: "HTTP 403" };
+    const text = formatStatus(
+      {
+        agent: { version: "0", pid: 1, uptime_s: 5, hostname: "h" },
+        inputs: [
+          { ...input, name: "feed", last_success: at(-12), next_poll: at(30), problem: "failed its last 3 polls: HTTP 403" },
+          { ...input, name: "fresh", last_success: null, next_poll: at(0), problem: null },
+          { ...input, name: "desk", type: "manual", errors: 0, last_error: null },
+        ],
+        output: { state: "ok", sent_events: 0, sent_uploads: 0, retries: 0, dead_lettered: 0, last_error: null },
+        spool: { events: 0, bytes: 0, max_bytes: 100, oldest_event_age_s: 0, dropped: 0 },
+      },
+      { pid: 1, url: "http://127.0.0.1:1", token: "t" },
+    );
+    assert.match(text, /^POLL    feed: last success 1[23]s ago, next poll in (29|30)s$/m);
+    assert.match(text, /^POLL    fresh: last success never, next poll now$/m);
+    assert.doesNotMatch(text, /POLL    desk/);
+    assert.match(text, /^PROBLEM feed: failed its last 3 polls: HTTP 403$/m);
+    assert.doesNotMatch(text, /PROBLEM (fresh|desk)/);
+  });
+
   test("validate counts one input as 1 input", () => {
     const d = mkdtempSync(join(tmpdir(), "cli-"));
     try {

@@ -16,7 +16,7 @@ const FULL_RETRY_AFTER_S = 30;
 
 export default defineInput({
   type: "manual",
-  description: "Threat data submitted by hand: a JSON object, a JSON array, NDJSON or text lines",
+  description: "Threat data submitted by hand: a JSON object, a JSON array, NDJSON, text lines, or a form (multipart or urlencoded) holding them",
   options,
   create(opts, ctx) {
     return {
