@@ -6,33 +6,8 @@ import assert from "node:assert/strict";
 import { createServer as createHttpServer, type ServerResponse } from "node:http";
 import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { until } from "../until.ts";
-import { cli, pause, referenceReceiver, runAgent, skip, stopGracefully } from "./helpers.ts";
+import { cli, health, healthUntil, referenceReceiver, runAgent, skip, stopGracefully } from "./helpers.ts";
 
-interface Health {
-  status: number;
-  body: { status: string; problems?: string[] };
-}
-
-async function health(url: string): Promise<Health> {
-  const res = await fetch(`${url}/health`);
-  return { status: res.status, body: await res.json() };
-}
-
-/** Polls GET /health every 100 ms until `wanted` holds; resolves to that answer. */
-async function healthUntil(url: string, wanted: (h: Health) => boolean, what: string, ms: number): Promise<Health> {
-  let last: Health | undefined;
-  try {
-    await until(async () => {
-      last = await health(url);
-      if (wanted(last)) return true;
-      await pause(100);
-      return false;
-    }, what, ms);
-  } catch (err) {
-    assert.fail(`${(err as Error).message} (last answer: ${JSON.stringify(last)})`);
-  }
-  return last!;
-}
 
 describe("input health (compiled executable)", { skip }, () => {
   test("an http_poll source answering 403 every second: /health 503 naming the input within 15 s; 200 once it answers; stopped by the operator it is no problem", async () => {

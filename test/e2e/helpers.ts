@@ -303,3 +303,32 @@ export const canonical = (line: string) => {
     return `not JSON: ${line}`;
   }
 };
+
+// ---- health ------------------------------------------------------------------------------------
+
+export interface Health {
+  status: number;
+  body: { status: string; problems?: string[] };
+}
+
+/** GET /health of a control server: its status code and body. */
+export async function health(url: string): Promise<Health> {
+  const res = await fetch(`${url}/health`);
+  return { status: res.status, body: await res.json() };
+}
+
+/** Polls GET /health every 100 ms until `wanted` holds; resolves to that answer. */
+export async function healthUntil(url: string, wanted: (h: Health) => boolean, what: string, ms: number): Promise<Health> {
+  let last: Health | undefined;
+  try {
+    await until(async () => {
+      last = await health(url);
+      if (wanted(last)) return true;
+      await pause(100);
+      return false;
+    }, what, ms);
+  } catch (err) {
+    assert.fail(`${(err as Error).message} (last answer: ${JSON.stringify(last)})`);
+  }
+  return last!;
+}

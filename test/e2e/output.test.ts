@@ -6,35 +6,12 @@ import { appendFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startReceiver } from "../../scripts/receiver.ts";
 import { until } from "../until.ts";
-import { pause, referenceReceiver, runAgent, skip, stopGracefully, TOKEN } from "./helpers.ts";
+import { healthUntil, pause, referenceReceiver, runAgent, skip, stopGracefully, TOKEN } from "./helpers.ts";
 
 const lines = (from: number, n: number) => Array.from({ length: n }, (_, i) => `app line ${from + i}`).join("\n") + "\n";
 
-interface Health {
-  status: number;
-  body: { status: string; problems?: string[] };
-}
-
-async function health(url: string): Promise<Health> {
-  const res = await fetch(`${url}/health`);
-  return { status: res.status, body: await res.json() };
-}
-
-/** Polls GET /health every 100 ms until it answers `status`; resolves to that answer. */
-async function healthBecomes(url: string, status: number, ms: number): Promise<Health> {
-  let last: Health | undefined;
-  try {
-    await until(async () => {
-      last = await health(url);
-      if (last.status === status) return true;
-      await pause(100);
-      return false;
-    }, `GET /health ${status}`, ms);
-  } catch (err) {
-    assert.fail(`${(err as Error).message} (last answer: ${JSON.stringify(last)})`);
-  }
-  return last!;
-}
+/** Polls GET /health until it answers `status`; resolves to that answer. */
+const healthBecomes = (url: string, status: number, ms: number) => healthUntil(url, (h) => h.status === status, `GET /health ${status}`, ms);
 
 describe("output health (compiled executable)", { skip }, () => {
   test("an API answering 400 to everything: GET /health 503 naming the output within 15 s, 200 once the API accepts again", async () => {
