@@ -51,7 +51,13 @@ async function expectEachOnce(env: InputTestEnv, got: string[], want: string[], 
   await until(collect, `${want.length} lines (${got.length} so far)`, ms).catch(() => {});
   await pause(300);
   collect();
-  assertEachOnce(got, want);
+  try {
+    assertEachOnce(got, want);
+  } catch (err) {
+    // What the input said about the files tells which rotation step it missed.
+    const said = env.logs.filter((l) => !l.includes('"level":"debug"')).slice(-25).join("\n");
+    throw new Error(`${(err as Error).message}\ninput log:\n${said}`);
+  }
 }
 
 async function logsDir(env: InputTestEnv): Promise<string> {

@@ -103,6 +103,8 @@ const REMEMBER_MS = 10 * 60_000;
 const REMEMBER_MAX = 1000;
 /** start_at = "end" looks this far back for the last complete line, so a line being written is read whole. */
 const TAIL_LOOKBACK = 64 * 1024;
+/** Wait between two checks of an idle file in a watched directory, when the listing does not wake it. */
+const WATCHED_IDLE_CHECK_MS = 5000;
 /** Longest wait between two checks of an idle file (glob_interval, when shorter, bounds it too). */
 const IDLE_CHECK_MAX_MS = 1000;
 /** While files wait for a descriptor, an open file gives its own up after this long even if still busy. */
@@ -1395,8 +1397,11 @@ export class FileTailer {
   /** Nothing new in an open file: check it again later, and later the longer it stays idle. */
   private backOff(f: Tracked, now: number): void {
     if (f.backoff >= this.idleCheckMax) {
-      // The listing, or a watch event of its directory, wakes it when it changes.
-      f.nextCheck = this.scanWakes || this.watchers.watching(dirname(f.path)) ? Infinity : now + this.idleCheckMax;
+      // The listing wakes it when it changes; so does a watch event of its directory, but
+      // events are not relied on (Deno's watcher can merge a write into the creation it
+      // follows): in a watched directory it is still checked, only less often.
+      if (this.scanWakes) f.nextCheck = Infinity;
+      else f.nextCheck = now + (this.watchers.watching(dirname(f.path)) ? WATCHED_IDLE_CHECK_MS : this.idleCheckMax);
       return;
     }
     f.nextCheck = now + f.backoff;
