@@ -41,7 +41,7 @@ import {
 } from "./identity.ts";
 import type { Fingerprint } from "./identity.ts";
 import type { FileCheckpoint, FileInputState } from "./state.ts";
-import { DirWatchers } from "./watch.ts";
+import { DirWatchers, EVENTS_MAY_BE_LOST } from "./watch.ts";
 import { COPY_WINDOW_MS, mayBeCopyOf, mayHaveBeenEmptied } from "./emptied.ts";
 
 export interface TailOptions {
@@ -525,6 +525,12 @@ export class FileTailer {
     if (this.byPath.has(path) || this.globs.file(path)) {
       this.lastRename.set(dir, path);
       this.appeared(path);
+      // Where events of a burst can be dropped unseen, a file that appears brings a listing
+      // soon (one per poll_interval however many appear) to find its silent neighbours.
+      if (EVENTS_MAY_BE_LOST && !this.scanSoon) {
+        this.scanSoon = true;
+        this.wakeLoop?.();
+      }
     } else {
       const m = this.globs.dir(path);
       if (m.files || m.below) this.appeared(path);
@@ -846,6 +852,7 @@ export class FileTailer {
   }
 
   private async scan(): Promise<void> {
+    const startedAt = Date.now();
     await this.replan(false, true);
     if (this.pending.size > 0) await this.adoptPending(Date.now());
     const now = Date.now();
@@ -902,6 +909,8 @@ export class FileTailer {
     for (const f of gone) this.forget(f, now);
     const unopened = new Map<string, number>();
     for (const path of fresh) unopened.set(path, this.unopened.get(path) ?? now);
+    // Watch events go on while the listing runs: what they queued meanwhile is not in it.
+    for (const [path, since] of this.unopened) if (since >= startedAt && !unopened.has(path)) unopened.set(path, since);
     for (const path of this.renamedOutPaths) {
       if (this.unopened.has(path)) unopened.set(path, this.unopened.get(path)!);
       else this.renamedOutPaths.delete(path);
@@ -1304,6 +1313,13 @@ export class FileTailer {
           await this.readFailed(f, err);
         }
         if (toFree > 0 && f.fh !== null && !f.orphaned && (!read || now - f.openedAt >= OPEN_TURN_MS)) {
+          // Its size as it is given up: a write whose event never came (Deno's watcher can merge
+          // one into the creation) would otherwise wait for the listing once it is closed.
+          try {
+            f.knownSize = Math.max(f.knownSize, (await f.fh.stat()).size);
+          } catch {
+            // the listing tells
+          }
           await this.closeFile(f);
           if (f.readPos < f.knownSize) f.waitingSince = now; // had its turn, not its fill: back in the queue
           toFree--;

@@ -43,6 +43,13 @@ function messageOf(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
 }
 
+/**
+ * Whether events can go missing without notice. Linux inotify reports an overflowing queue
+ * (an event without a name), which Bun passes on; Deno's watcher drops events of a burst
+ * (thousands of files created at once) without telling.
+ */
+export const EVENTS_MAY_BE_LOST = "Deno" in globalThis;
+
 export class DirWatchers {
   private readonly watches = new Map<string, Watch>();
   /** Directories that could not be watched, with why: tried again only when update() is told to retry. */
