@@ -918,6 +918,7 @@ export class FileTailer {
     this.unopened = unopened;
     await this.fillSlots(now);
     this.remembered = this.remembered.filter((k) => k.until > now).slice(-REMEMBER_MAX);
+    for (const [id, e] of this.emptied) if (now - e.at > COPY_WINDOW_MS) this.emptied.delete(id);
     this.updateDetail();
   }
 
