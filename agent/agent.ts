@@ -3,7 +3,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { inputPlugins } from "../plugins/index.ts";
 import { loadConfig, type AgentConfig } from "./config.ts";
 import { controlApp, type ControlApi } from "./control.ts";
 import { Forwarder, type RouteMeta } from "./forwarder.ts";
@@ -11,14 +10,14 @@ import { removeLeftoverTempFiles } from "./leftovers.ts";
 import { DataDirLock } from "./lock.ts";
 import { createLogger, type RootLogger } from "./log.ts";
 import { renderMetrics } from "./metrics.ts";
-import { InputError } from "./plugin.ts";
+import { InputError, type InputPlugins } from "./plugin.ts";
 import { Reserve } from "./reserve.ts";
 import { removeRunningConfig, writeRunningConfig } from "./runningconfig.ts";
 import { serve, type Served } from "./serve.ts";
-import { Spool } from "./spool.ts";
+import { Spool } from "./spool/index.ts";
 import { StateStore } from "./state.ts";
 import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.ts";
-import { listenErrorCause } from "./helpers/neterrors.ts";
+import { listenErrorCause } from "./neterrors.ts";
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
@@ -27,6 +26,8 @@ const RESERVE_CHECK_MS = 10_000;
 
 export interface RunOptions {
   configPath: string;
+  /** The input types this executable knows (agent/main.ts wires them in). */
+  plugins: InputPlugins;
   log?: RootLogger;
   /** Tests shrink the restart backoff. */
   restart?: { baseMs?: number; capMs?: number };
@@ -49,6 +50,7 @@ export class Agent implements ControlApi {
 
   private constructor(
     private config: AgentConfig,
+    private readonly plugins: InputPlugins,
     private readonly log: RootLogger,
     private readonly spool: Spool,
     private readonly forwarder: Forwarder,
@@ -61,7 +63,7 @@ export class Agent implements ControlApi {
   }
 
   static async start(opts: RunOptions): Promise<Agent> {
-    const config = await loadConfig(opts.configPath, inputPlugins);
+    const config = await loadConfig(opts.configPath, opts.plugins);
     const log = opts.log ?? createLogger(config.agent.logLevel);
     const dataDir = config.agent.dataDir;
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -108,12 +110,12 @@ export class Agent implements ControlApi {
     const supervisor = new Supervisor({
       spool,
       state,
-      plugins: inputPlugins,
+      plugins: opts.plugins,
       log,
       hostname: config.agent.hostname,
       restart: opts.restart,
     });
-    agent = new Agent(config, log, spool, forwarder, supervisor, reserve);
+    agent = new Agent(config, opts.plugins, log, spool, forwarder, supervisor, reserve);
     forwarder.start();
     await supervisor.apply(config.inputs);
     try {
@@ -208,7 +210,7 @@ export class Agent implements ControlApi {
 
   private async reloadNow(): Promise<ReloadResult> {
     // An invalid file throws here and nothing changes.
-    const next = await loadConfig(this.config.file, inputPlugins);
+    const next = await loadConfig(this.config.file, this.plugins);
     const warnings: string[] = [];
     if (next.agent.dataDir !== this.config.agent.dataDir) warnings.push("agent.data_dir");
     const a = next.control.listen, b = this.config.control.listen;

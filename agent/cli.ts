@@ -5,8 +5,8 @@ import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { inputPlugins } from "../plugins/index.ts";
 import { Agent, AlreadyRunningError } from "./agent.ts";
+import type { InputPlugins } from "./plugin.ts";
 import { ConfigError, defaultConfigPath, describeResolvedPaths, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
 import { createLogger, errorMessage, RotatingFileSink, stderrSink, type RootLogger } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
@@ -96,6 +96,8 @@ function commandHelp(cmd: string): string {
 
 interface Parsed {
   command: string;
+  /** The input types this executable knows, handed in by main.ts. */
+  plugins: InputPlugins;
   configPath: string;
   positionals: string[];
   json: boolean;
@@ -105,13 +107,13 @@ interface Parsed {
   debug: boolean;
 }
 
-function parse(argv: string[]): Parsed | number {
+function parse(argv: string[], plugins: InputPlugins): Parsed | number {
   const command = argv[0];
   if (!command || command === "-h" || command === "--help" || command === "help") {
     console.log(mainHelp());
     return command ? EXIT.ok : EXIT.usage;
   }
-  if (command === "--version" || command === "-V") return parse(["version"]);
+  if (command === "--version" || command === "-V") return parse(["version"], plugins);
   if (!COMMANDS[command]) {
     console.error(`cybexp-agent: unknown command "${command}" (try --help)`);
     return EXIT.usage;
@@ -155,6 +157,7 @@ function parse(argv: string[]): Parsed | number {
   } else if (!takesNames && positionals.length) return usageError(`unexpected argument "${positionals[0]}"`);
   return {
     command,
+    plugins,
     configPath: resolve((values.config as string | undefined) ?? defaultConfigPath()),
     positionals,
     json: !!values.json,
@@ -165,8 +168,9 @@ function parse(argv: string[]): Parsed | number {
   };
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const p = parse(argv);
+/** Runs one command line; `plugins` are the input types the executable was built with. */
+export async function main(argv: string[], plugins: InputPlugins): Promise<number> {
+  const p = parse(argv, plugins);
   if (typeof p === "number") return p;
   try {
     return await COMMAND_IMPL[p.command]!(p);
@@ -192,7 +196,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   validate: async (p) => {
-    const config = await loadConfig(p.configPath, inputPlugins);
+    const config = await loadConfig(p.configPath, p.plugins);
     const inputs = [...config.inputs.values()];
     const enabled = inputs.filter((i) => i.enabled).length;
     console.log(`${p.configPath}: OK (${plural(inputs.length, "input")}, ${enabled} enabled: ${inputs.map((i) => `${i.key} [${i.type}]`).join(", ") || "none"})`);
@@ -206,13 +210,13 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
     let logFile: RotatingFileSink | undefined;
     const signals = new ServiceSignals({ log: () => log, reopenLog: () => (logFile ? (logFile.reopen(), true) : false) });
     signals.install();
-    const config = await loadConfig(p.configPath, inputPlugins);
+    const config = await loadConfig(p.configPath, p.plugins);
     if (p.logFile) logFile = new RotatingFileSink(p.logFile, { maxBytes: config.agent.logMaxBytes, keep: config.agent.logKeep });
     log = createLogger(config.agent.logLevel, logFile ?? stderrSink, config.agent.logFormat);
     log.debug("agent starting", { pid: process.pid, config: p.configPath });
     let agent: Agent;
     try {
-      agent = await Agent.start({ configPath: p.configPath, log });
+      agent = await Agent.start({ configPath: p.configPath, plugins: p.plugins, log });
     } catch (err) {
       if (err instanceof AlreadyRunningError) throw new CliError(err.message);
       throw err;
@@ -224,7 +228,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   start: async (p) => {
-    const config = await loadConfig(p.configPath, inputPlugins);
+    const config = await loadConfig(p.configPath, p.plugins);
     if (p.positionals.length) return inputAction(config, "start", p.positionals);
     const running = await readRunningConfig(config.agent.dataDir);
     if (running) throw new CliError(new AlreadyRunningError(config.agent.dataDir, running.pid).message);
@@ -234,7 +238,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   stop: async (p) => {
-    const config = await loadConfigForClient(p.configPath);
+    const config = await loadConfigForClient(p.configPath, p.plugins);
     if (p.positionals.length) return inputAction(config, "stop", p.positionals);
     const rc = await requireDaemon(config);
     await stopDaemon(rc);
@@ -243,10 +247,10 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   restart: async (p) => {
-    const config = await loadConfigForClient(p.configPath);
+    const config = await loadConfigForClient(p.configPath, p.plugins);
     if (p.positionals.length) return inputAction(config, "restart", p.positionals);
     // Check the new config before stopping the running daemon.
-    const fresh = await loadConfig(p.configPath, inputPlugins);
+    const fresh = await loadConfig(p.configPath, p.plugins);
     const rc = await readRunningConfig(config.agent.dataDir);
     if (rc) await stopDaemon(rc);
     const started = await startDaemon(fresh);
@@ -255,7 +259,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   status: async (p) => {
-    const config = await loadConfigForClient(p.configPath);
+    const config = await loadConfigForClient(p.configPath, p.plugins);
     const rc = await requireDaemon(config);
     const status = (await callDaemon(rc, "GET", "/status")).body as StatusJson;
     console.log(p.json ? JSON.stringify(status, null, 2) : formatStatus(status, rc));
@@ -263,7 +267,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   reload: async (p) => {
-    const config = await loadConfigForClient(p.configPath);
+    const config = await loadConfigForClient(p.configPath, p.plugins);
     const rc = await requireDaemon(config);
     const res = await callDaemon(rc, "POST", "/reload", undefined, true);
     const body = res.body as { problems?: string[]; started?: string[]; stopped?: string[]; restarted?: string[]; unchanged?: string[]; error?: string };
@@ -279,7 +283,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
   },
 
   post: async (p) => {
-    const config = await loadConfigForClient(p.configPath);
+    const config = await loadConfigForClient(p.configPath, p.plugins);
     const rc = await requireDaemon(config);
     const file = p.positionals[0] ?? "-";
     let body: Uint8Array;
@@ -336,9 +340,9 @@ export function plural(n: number, word: string): string {
 type DaemonTarget = Pick<AgentConfig, "file"> & { agent: Pick<AgentConfig["agent"], "dataDir"> };
 
 /** Client commands need only data_dir: a config broken since the daemon started must not hide it. */
-async function loadConfigForClient(path: string): Promise<DaemonTarget> {
+async function loadConfigForClient(path: string, plugins: InputPlugins): Promise<DaemonTarget> {
   try {
-    return await loadConfig(path, inputPlugins);
+    return await loadConfig(path, plugins);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     const dataDir = readDataDir(path);

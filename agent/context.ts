@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { formatPath } from "./config.ts";
 import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
-import type { Spool } from "./spool.ts";
+import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
 import { errorMessage } from "./log.ts";
 

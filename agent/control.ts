@@ -5,7 +5,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ConfigError } from "./config.ts";
 import { InputError } from "./plugin.ts";
-import { SpoolClosedError } from "./spool.ts";
+import { SpoolClosedError } from "./spool/index.ts";
 import { UnknownInputError, type ReloadResult } from "./supervisor.ts";
 import { errorMessage } from "./log.ts";
 

@@ -22,13 +22,13 @@
 // with `--unsafely-ignore-certificate-errors`; the forwarder logs a warning saying so.
 import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Backoff, sleep } from "./helpers/backoff.ts";
-import { replaceSecrets, TLS_WARNING } from "./helpers/redact.ts";
+import { Backoff, parseRetryAfter, sleep } from "./backoff.ts";
+import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
 import { errorMessage } from "./log.ts";
-import { networkErrorText } from "./helpers/neterrors.ts";
+import { networkErrorText } from "./neterrors.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
-import type { Spool, SpoolRecord } from "./spool.ts";
+import type { Spool, SpoolRecord } from "./spool/index.ts";
 import { buildUploadBody, countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
 
 export type { RouteMeta };
@@ -158,8 +158,6 @@ const READ_BYTES = 2 * 1024 * 1024;
 const KEEP_BODY_BYTES = 4 * 1024 * 1024;
 const ERROR_BODY_CHARS = 200;
 const DEAD_LETTER_ANSWER_CHARS = 64 * 1024;
-/** Retry-After beyond this is treated as this (a broken header must not stall for days). */
-const MAX_RETRY_AFTER_MS = 3_600_000;
 /**
  * The output is "failing" while, of the last REJECT_WINDOW uploads the API judged (accepted or
  * rejected into dead letters) within REJECT_WINDOW_MS, at least REJECT_MIN and more than half
@@ -657,25 +655,25 @@ export class Forwarder {
         type: "retry",
         network: true,
         error: this.clean(
-          timedOut ? `timeout after ${api.timeoutMs} ms posting to ${displayUrl(url)}` : `network error posting to ${displayUrl(url)}: ${networkErrorText(err, url)}`,
+          timedOut ? `timeout after ${api.timeoutMs} ms posting to ${redactUrl(url)}` : `network error posting to ${redactUrl(url)}: ${networkErrorText(err, url)}`,
           api,
         ),
       };
     }
     if (status >= 200 && status < 300) return { type: "sent" };
-    const error = this.clean(`HTTP ${status} from ${displayUrl(url)}: ${answer.slice(0, ERROR_BODY_CHARS)}`, api);
+    const error = this.clean(`HTTP ${status} from ${redactUrl(url)}: ${answer.slice(0, ERROR_BODY_CHARS)}`, api);
     if (status === 401 || status === 403) return { type: "unauthorized", error };
     if (status === 413) return { type: "too_large", error, answer: this.clean(answer.slice(0, DEAD_LETTER_ANSWER_CHARS), api, false) };
     if (status === 408 || status === 429 || status >= 500) return { type: "retry", error, retryAfterMs: parseRetryAfter(retryAfter) };
     if (status >= 400) return { type: "rejected", error, status, answer: this.clean(answer.slice(0, DEAD_LETTER_ANSWER_CHARS), api, false) };
     // 1xx/3xx as a final answer: [api] url is probably not the final address; keep the data.
-    const hint = location ? ` (redirected to ${displayUrl(location)}; set [api] url to the final address)` : "";
-    return { type: "retry", error: this.clean(`HTTP ${status} from ${displayUrl(url)}${hint}`, api) };
+    const hint = location ? ` (redirected to ${redactUrl(location)}; set [api] url to the final address)` : "";
+    return { type: "retry", error: this.clean(`HTTP ${status} from ${redactUrl(url)}${hint}`, api) };
   }
 
   /** Never the token, whatever the server or the network layer put in it; one line unless told. */
   private clean(message: string, api: ApiOptions, oneLine = true): string {
-    return replaceSecrets(oneLine ? message.replace(/\s+/g, " ").trim() : message, [api.token]);
+    return oneLine ? redactText(message, [api.token]) : replaceSecrets(message, [api.token]);
   }
 
   private delivered(batch: Batch): void {
@@ -774,7 +772,7 @@ export class Forwarder {
         signal: AbortSignal.any([AbortSignal.timeout(this.probeTimeoutMs), this.pumpStop.signal]),
       };
       if (!api.tlsVerify) init.tls = { rejectUnauthorized: false };
-      const res = await fetch(displayUrl(api.url), init);
+      const res = await fetch(withoutUserinfo(api.url), init);
       status = res.status;
       await res.body?.cancel().catch(() => {});
     } catch {
@@ -879,7 +877,7 @@ export class Forwarder {
           status,
           error,
           answer,
-          url: displayUrl(this.endpoint(this.api)),
+          url: redactUrl(this.endpoint(this.api)),
           at: new Date().toISOString(),
         },
         null,
@@ -1068,28 +1066,3 @@ function safeName(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80) || "_";
 }
 
-/** The URL without credentials, for messages. */
-function displayUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = "";
-    u.password = "";
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
-
-/** Retry-After as delay-seconds or an HTTP date, in ms (bounded); undefined if absent or unreadable. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
-  if (value === null) return undefined;
-  const v = value.trim();
-  let ms: number;
-  if (/^\d+$/.test(v)) ms = Number(v) * 1000;
-  else {
-    const t = Date.parse(v);
-    if (Number.isNaN(t)) return undefined;
-    ms = Math.max(0, t - now);
-  }
-  return Math.min(ms, MAX_RETRY_AFTER_MS);
-}

@@ -1,5 +1,7 @@
-// The plugin API: everything an input may touch. A plugin imports from here (and from the
-// shared helpers in agent/helpers/), never from another plugin or from core internals.
+// The plugin API: everything an input may touch. A plugin imports from here, agent/units.ts,
+// agent/backoff.ts, agent/redact.ts, agent/neterrors.ts, agent/runtime.ts and agent/version.ts,
+// and from the shared toolkit in plugins/common/; never from another plugin or from core
+// internals (test/plugin-boundary.test.ts checks it).
 import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -92,6 +94,9 @@ export interface InputPlugin<Schema extends z.ZodType = z.ZodType> {
 export function defineInput<S extends z.ZodType>(p: InputPlugin<S>): InputPlugin<S> {
   return p;
 }
+
+/** The input types an executable knows, by type name. agent/main.ts hands them to the CLI and the agent. */
+export type InputPlugins = Record<string, InputPlugin>;
 
 /** A user-facing problem with the input's data or options: shown as one line, no stack. */
 export class InputError extends Error {

@@ -9,7 +9,7 @@ import { pathToFileURL } from "node:url";
 import { ConfigError, describeResolvedPaths, loadConfig, parseConfig, readDataDir } from "../agent/config.ts";
 import { resolveConfigPath } from "../agent/plugin.ts";
 import { inputPlugins } from "../plugins/index.ts";
-import { expandGlobs } from "../agent/helpers/glob.ts";
+import { expandGlobs } from "../plugins/file/glob.ts";
 
 const API = `[api]\nurl = "http://127.0.0.1:5000"\ntoken = "t"\norgid = "org1"\n`;
 const FILE = "/etc/cybexp/agent.config.toml";

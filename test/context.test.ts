@@ -9,7 +9,7 @@ import { z } from "zod";
 import { createInputContext } from "../agent/context.ts";
 import { silentLogger } from "../agent/log.ts";
 import { FatalInputError } from "../agent/plugin.ts";
-import { Spool } from "../agent/spool.ts";
+import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
 import { until } from "./until.ts";

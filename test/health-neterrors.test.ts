@@ -9,8 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Agent } from "../agent/agent.ts";
-import { HttpClient, HttpError } from "../agent/helpers/http.ts";
-import { hostPort, networkErrorText } from "../agent/helpers/neterrors.ts";
+import { inputPlugins } from "../plugins/index.ts";
+import { HttpClient, HttpError } from "../plugins/common/http.ts";
+import { hostPort, networkErrorText } from "../agent/neterrors.ts";
 import { createLogger } from "../agent/log.ts";
 import { makeTestCerts, OPENSSL } from "../plugins/syslog/test-certs.ts";
 import { until } from "./until.ts";
@@ -135,7 +136,7 @@ type = "manual"
 typetag = "manual"
 `,
   );
-  const agent = await Agent.start({ configPath, log: createLogger("error", { write() {} }) });
+  const agent = await Agent.start({ configPath, plugins: inputPlugins, log: createLogger("error", { write() {} }) });
   try {
     const rc = JSON.parse(readFileSync(join(dir, "data", "runningconfig"), "utf8")) as { url: string; token: string };
     const auth = { authorization: `Bearer ${rc.token}` };
@@ -164,7 +165,7 @@ test("a control port already taken: the error names control.listen and the addre
   writeFileSync(configPath, `[agent]\ndata_dir = "data"\n[control]\nlisten = "127.0.0.1:${port}"\n[api]\nurl = "http://127.0.0.1:1"\ntoken = "t"\norgid = "o"\n`);
   try {
     await assert.rejects(
-      Agent.start({ configPath, log: createLogger("error", { write() {} }) }),
+      Agent.start({ configPath, plugins: inputPlugins, log: createLogger("error", { write() {} }) }),
       (err: Error) => err.message === `control.listen: cannot listen on 127.0.0.1:${port}: address already in use`,
     );
   } finally {

@@ -7,9 +7,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInputContext } from "../agent/context.ts";
-import { FAILURES_FOR_PROBLEM, runPolls, type PollFunction, type PollOptions } from "../agent/helpers/poll.ts";
+import { FAILURES_FOR_PROBLEM, runPolls, type PollFunction, type PollOptions } from "../plugins/common/poll.ts";
 import { silentLogger } from "../agent/log.ts";
-import { Spool } from "../agent/spool.ts";
+import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { until } from "./until.ts";
 

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Agent } from "../agent/agent.ts";
+import { inputPlugins } from "../plugins/index.ts";
 import { createLogger } from "../agent/log.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
 import { until } from "./until.ts";
@@ -53,7 +54,7 @@ orgid = "org-test"
 fsync = "50ms"
 ${inputs}`,
   );
-  const agent = await Agent.start({ configPath, log: createLogger("error", { write() {} }), restart: { baseMs: 50, capMs: 200 } });
+  const agent = await Agent.start({ configPath, plugins: inputPlugins, log: createLogger("error", { write() {} }), restart: { baseMs: 50, capMs: 200 } });
   const rc = JSON.parse(readFileSync(join(dir, "data", "runningconfig"), "utf8")) as { url: string; token: string };
   const auth = { authorization: `Bearer ${rc.token}` };
   return {

@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { after, describe, test } from "node:test";
 import { Agent, AlreadyRunningError } from "../agent/agent.ts";
+import { inputPlugins } from "../plugins/index.ts";
 import { DataDirLock } from "../agent/lock.ts";
 import { createLogger } from "../agent/log.ts";
 import { until } from "./until.ts";
@@ -146,14 +147,14 @@ describe("data_dir lock", () => {
     const log = createLogger("error", { write() {} });
     const h = holder(dataDir, "flock");
     assert.ok((await h.result).locked);
-    await assert.rejects(Agent.start({ configPath, log }), (err: unknown) => {
+    await assert.rejects(Agent.start({ configPath, plugins: inputPlugins, log }), (err: unknown) => {
       assert.ok(err instanceof AlreadyRunningError);
       assert.equal(err.message, `an agent is already running on ${dataDir} (pid ${h.child.pid})`);
       return true;
     });
     assert.deepEqual(readdirSync(dataDir).sort(), ["lock", "runningconfig.4000000.tmp"], "nothing else touched");
     await kill9(h);
-    const agent = await Agent.start({ configPath, log });
+    const agent = await Agent.start({ configPath, plugins: inputPlugins, log });
     try {
       await until(() => existsSync(join(dataDir, "runningconfig")), "the runningconfig");
       assert.equal(existsSync(join(dataDir, "runningconfig.4000000.tmp")), false, "the earlier run's temp file is gone");

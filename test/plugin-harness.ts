@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { createInputContext, type CoreInputContext } from "../agent/context.ts";
 import { createLogger, silentLogger } from "../agent/log.ts";
 import { FatalInputError, type InputPlugin } from "../agent/plugin.ts";
-import { Spool } from "../agent/spool.ts";
+import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { until } from "./until.ts";
 

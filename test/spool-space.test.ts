@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Spool, SpoolClosedError, type SpoolOptions } from "../agent/spool.ts";
+import { Spool, SpoolClosedError, type SpoolOptions } from "../agent/spool/index.ts";
 import { silentLogger } from "../agent/log.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
 import { until } from "./until.ts";

@@ -5,9 +5,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { spawn } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Spool, HEADER_BYTES, type SpoolOptions, type SpoolRecord } from "../agent/spool.ts";
+import { Spool, HEADER_BYTES, type SpoolOptions, type SpoolRecord } from "../agent/spool/index.ts";
 import { createLogger, silentLogger } from "../agent/log.ts";
-import { crc32, crc32Table } from "../agent/helpers/crc32.ts";
+import { crc32, crc32Table } from "../agent/spool/crc32.ts";
 
 const dec = new TextDecoder();
 const dirs: string[] = [];
@@ -495,7 +495,7 @@ describe("spool recovery", () => {
 
   it("survives kill -9 of a writer: every record reported written is recovered intact", async () => {
     const dir = tmpDir();
-    const spoolUrl = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "agent", "spool.ts")).href;
+    const spoolUrl = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "agent", "spool", "index.ts")).href;
     const script = path.join(dir, "writer.ts");
     fs.writeFileSync(script, `
 import { Spool } from ${JSON.stringify(spoolUrl)};

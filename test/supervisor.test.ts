@@ -7,7 +7,7 @@ import { z } from "zod";
 import { parseConfig } from "../agent/config.ts";
 import { silentLogger, createLogger } from "../agent/log.ts";
 import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.ts";
-import { Spool } from "../agent/spool.ts";
+import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { Supervisor, UnknownInputError } from "../agent/supervisor.ts";
 import { until } from "./until.ts";

@@ -3,7 +3,7 @@
 // the last row's cursor_column. SQLite (node:sqlite) and PostgreSQL (the `postgres` client).
 import { z } from "zod";
 import { defineInput, pathOption } from "../../agent/plugin.ts";
-import { intervalOption, timeoutOption } from "../../agent/helpers/feed.ts";
+import { intervalOption, timeoutOption } from "../common/feed.ts";
 import { DatabaseInput, databaseState } from "./input.ts";
 
 /** $1 as a parameter, not the start of $10. */

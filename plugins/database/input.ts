@@ -7,9 +7,9 @@
 // (`at_cursor`) and those rows are skipped when they come back unchanged.
 import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { sleep } from "../../agent/helpers/backoff.ts";
-import { runPolls, type PollResult } from "../../agent/helpers/poll.ts";
-import { hashString, stringHash } from "../../agent/helpers/seen.ts";
+import { sleep } from "../../agent/backoff.ts";
+import { runPolls, type PollResult } from "../common/poll.ts";
+import { hashString, stringHash } from "../common/seen.ts";
 import { CursorTypeError, MissingCursorColumnError, PageCollector, sameCursor, type Cursor } from "./rows.ts";
 import { BusyError, type RowSource } from "./source.ts";
 import { SqliteSource } from "./sqlite.ts";

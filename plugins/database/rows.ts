@@ -1,7 +1,7 @@
 // Rows of a database query as JSON events, the cursor each row carries, and the page of rows
 // one poll takes.
 import { Buffer } from "node:buffer";
-import { hashString } from "../../agent/helpers/seen.ts";
+import { hashString } from "../common/seen.ts";
 
 /** A result row as the driver gives it: column name → value. */
 export type Row = Record<string, unknown>;

@@ -10,7 +10,7 @@ import plugin from "./index.ts";
 import { LineSplitter, toJsonEvents } from "./lines.ts";
 import { MultilineJoiner } from "./multiline.ts";
 import { codecFor } from "./encoding.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";

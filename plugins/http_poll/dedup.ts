@@ -8,7 +8,7 @@
 // - "off": everything, every poll (sources that return only new data).
 // Every record seen in a poll is marked again, so the TTL counts from the last time the
 // source showed it, not from the first.
-import { hashString, type SeenSet } from "../../agent/helpers/seen.ts";
+import { hashString, type SeenSet } from "../common/seen.ts";
 import { valueAt } from "./paths.ts";
 import type { PollRecord } from "./records.ts";
 

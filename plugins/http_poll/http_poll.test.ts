@@ -7,7 +7,7 @@ import plugin from "./index.ts";
 import { serveHttp, withInputEnv, type InputTestEnv, type RecordedRequest, type RunningInput, type SpooledEvent } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
-import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
+import { hashString, SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/http_poll/", import.meta.url);
 const fixture = (name: string) => readFile(new URL(name, FIXTURES));

@@ -3,7 +3,7 @@
 // post the records not posted before.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { dedupTtlOption, httpUrl, intervalOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { dedupTtlOption, httpUrl, intervalOption, timeoutOption, tlsOptions } from "../common/feed.ts";
 import { HttpPoller, httpPollState } from "./poller.ts";
 
 const options = z.object({

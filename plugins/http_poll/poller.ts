@@ -8,11 +8,11 @@
 // keeps what was posted from being posted again).
 import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { epochMsState, runHttpPolls, validatorsState, warnShortInterval } from "../../agent/helpers/feed.ts";
-import { HttpError, takeUserinfo, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
-import { SeenSet, hashString, seenSetState, stringHash } from "../../agent/helpers/seen.ts";
-import { JsonStreamError } from "../../agent/helpers/jsonstream.ts";
-import { DecompressError } from "../../agent/helpers/decompress.ts";
+import { epochMsState, runHttpPolls, validatorsState, warnShortInterval } from "../common/feed.ts";
+import { HttpError, takeUserinfo, type HttpClient, type HttpResponse, type Validators } from "../common/http.ts";
+import { SeenSet, hashString, seenSetState, stringHash } from "../common/seen.ts";
+import { JsonStreamError } from "../common/jsonstream.ts";
+import { DecompressError } from "../common/decompress.ts";
 import { errorMessage } from "../../agent/log.ts";
 import type { HttpPollOptions } from "./index.ts";
 import { CsvError } from "./csv.ts";

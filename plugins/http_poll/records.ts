@@ -10,7 +10,7 @@
 //   {"message": <line>, "parse_error": <why>}, as the file input does.
 // - text: each non-blank line a text event (a trailing \r removed).
 // - csv: each row a JSON object {column: value} (csv.ts).
-import { JsonStreamError, jsonArrayBatches, parseJsonArray, type JsonElement } from "../../agent/helpers/jsonstream.ts";
+import { JsonStreamError, jsonArrayBatches, parseJsonArray, type JsonElement } from "../common/jsonstream.ts";
 import { CsvParser, columnNames, rowToJson } from "./csv.ts";
 import { isObject, valueAt } from "./paths.ts";
 

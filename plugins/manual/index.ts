@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { defineInput, InputError } from "../../agent/plugin.ts";
 import { duration, formatBytes, size } from "../../agent/units.ts";
-import { parseSubmission } from "../../agent/helpers/body.ts";
+import { parseSubmission } from "./body.ts";
 
 const options = z.object({
   max_body_bytes: size().prefault("10MiB").describe("Largest body accepted in one submission; a larger one is refused with 413."),

@@ -6,13 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import plugin from "./index.ts";
 import { InputError } from "../../agent/plugin.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
 import { controlApp, type ControlApi } from "../../agent/control.ts";
 import { serve } from "../../agent/serve.ts";
-import { MAX_JSON_DEPTH, parseSubmission } from "../../agent/helpers/body.ts";
+import { MAX_JSON_DEPTH, parseSubmission } from "./body.ts";
 import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);

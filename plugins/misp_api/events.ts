@@ -1,7 +1,7 @@
 // Reading one restSearch page: the events of {"response":[{"Event":{...}}, ...]} (or of a bare
 // [...] list, which some MISP versions answer), each with its exact JSON text (its version:
 // eventVersion in agent/helpers/misp.ts).
-import { jsonArrayBatches, type JsonElement } from "../../agent/helpers/jsonstream.ts";
+import { jsonArrayBatches, type JsonElement } from "../common/jsonstream.ts";
 
 const OPEN_BRACKET = 0x5b;
 

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
 import { duration } from "../../agent/units.ts";
-import { httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../common/feed.ts";
 import { MispApiInput, mispApiState, RESERVED_FILTERS } from "./input.ts";
 
 const options = z.object({

@@ -14,11 +14,12 @@
 // re-posting.
 import { z } from "zod";
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
-import { runHttpPolls } from "../../agent/helpers/feed.ts";
-import { HttpError, redactText, type HttpClient } from "../../agent/helpers/http.ts";
-import { WaitError, type PollResult } from "../../agent/helpers/poll.ts";
-import { hashString, SeenSet, seenSetState, stringHash } from "../../agent/helpers/seen.ts";
-import { eventVersion } from "../../agent/helpers/misp.ts";
+import { runHttpPolls } from "../common/feed.ts";
+import { HttpError, type HttpClient } from "../common/http.ts";
+import { redactText } from "../../agent/redact.ts";
+import { WaitError, type PollResult } from "../common/poll.ts";
+import { hashString, SeenSet, seenSetState, stringHash } from "../common/seen.ts";
+import { eventVersion } from "../common/misp.ts";
 import { pageEvents } from "./events.ts";
 import type { MispApiOptions } from "./index.ts";
 

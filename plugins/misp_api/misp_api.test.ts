@@ -7,7 +7,7 @@ import plugin from "./index.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
+import { hashString, SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
 const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];

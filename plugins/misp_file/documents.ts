@@ -1,7 +1,7 @@
 // What a MISP JSON file holds: the events of a restSearch answer ({"response":[{"Event":..}]}),
 // of a single event ({"Event":{..}}) or of a list of them, each with the version (uuid +
 // timestamp) that identifies it.
-import { eventVersion, timestampOf, type EventVersion } from "../../agent/helpers/misp.ts";
+import { eventVersion, timestampOf, type EventVersion } from "../common/misp.ts";
 
 export interface FileEvent extends EventVersion {
   /** The event's JSON ({"Event":{...}}) on one line. */

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { defineInput, pathOption } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
-import { intervalOption, maxSeenOption } from "../../agent/helpers/feed.ts";
+import { intervalOption, maxSeenOption } from "../common/feed.ts";
 import { MispFileInput, mispFileState } from "./input.ts";
 
 const options = z.object({

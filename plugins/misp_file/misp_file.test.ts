@@ -7,7 +7,7 @@ import plugin from "./index.ts";
 import type { CoreInputContext } from "../../agent/context.ts";
 import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { SeenSet } from "../../agent/helpers/seen.ts";
+import { SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
 const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];

@@ -2,7 +2,7 @@
 // premium JSON-lines feed), posting each URL once.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../common/feed.ts";
 import { DEFAULT_FEED_URL, OpenphishInput } from "./input.ts";
 
 const options = z.object({

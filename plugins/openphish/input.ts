@@ -7,9 +7,10 @@
 // validators (ETag / Last-Modified) replaced, and the state is saved once the spool holds
 // what was posted.
 import type { InputContext } from "../../agent/plugin.ts";
-import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../../agent/helpers/feed.ts";
-import { basicAuth, redactText, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
-import { hashString } from "../../agent/helpers/seen.ts";
+import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../common/feed.ts";
+import { basicAuth, type HttpClient, type HttpResponse, type Validators } from "../common/http.ts";
+import { redactText } from "../../agent/redact.ts";
+import { hashString } from "../common/seen.ts";
 import type { OpenphishOptions } from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
 

@@ -7,7 +7,7 @@ import plugin from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
+import { hashString, SeenSet } from "../common/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;

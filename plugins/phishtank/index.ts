@@ -2,7 +2,7 @@
 // (online-valid.json.bz2), read as it downloads, posting each record that is new or changed.
 import { z } from "zod";
 import { defineInput } from "../../agent/plugin.ts";
-import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../../agent/helpers/feed.ts";
+import { dedupTtlOption, feedState, httpUrl, intervalOption, maxSeenOption, timeoutOption, tlsOptions } from "../common/feed.ts";
 import { PhishtankInput } from "./input.ts";
 
 const options = z.object({

@@ -7,11 +7,12 @@
 // validators (ETag / Last-Modified) replaced, and the state is saved once the spool holds
 // what was posted.
 import type { InputContext } from "../../agent/plugin.ts";
-import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../../agent/helpers/feed.ts";
-import { HttpError, redactText, type HttpClient, type HttpResponse, type Validators } from "../../agent/helpers/http.ts";
-import { jsonArrayBatches, type JsonElement } from "../../agent/helpers/jsonstream.ts";
-import { WaitError } from "../../agent/helpers/poll.ts";
-import { hashString } from "../../agent/helpers/seen.ts";
+import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../common/feed.ts";
+import { HttpError, type HttpClient, type HttpResponse, type Validators } from "../common/http.ts";
+import { redactText } from "../../agent/redact.ts";
+import { jsonArrayBatches, type JsonElement } from "../common/jsonstream.ts";
+import { WaitError } from "../common/poll.ts";
+import { hashString } from "../common/seen.ts";
 import type { PhishtankOptions } from "./index.ts";
 
 export type PhishtankState = FeedState;

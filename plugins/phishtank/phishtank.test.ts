@@ -7,7 +7,7 @@ import plugin from "./index.ts";
 import { defaultDumpUrl } from "./input.ts";
 import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
-import { hashString, SeenSet } from "../../agent/helpers/seen.ts";
+import { hashString, SeenSet } from "../common/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;

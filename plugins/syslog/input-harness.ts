@@ -10,7 +10,7 @@ import { connect } from "node:net";
 import plugin, { runSyslog, type QueueLimits } from "./index.ts";
 import type { SyslogEvent } from "./parse.ts";
 import type { InputContext, Logger } from "../../agent/plugin.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";

@@ -13,7 +13,7 @@ import plugin, { DEFAULT_LIMITS } from "./index.ts";
 import { eventTail, parseSyslog, writeSyslogEvent, type SyslogEvent } from "./parse.ts";
 import { JsonLineBuffer } from "./json-lines.ts";
 import { SyslogFramer, type MessageSink } from "./framer.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { createLogger, silentLogger } from "../../agent/log.ts";

@@ -13,7 +13,7 @@ import plugin, { DEFAULT_LIMITS, runSyslog } from "./index.ts";
 import { TLS_PAUSE_STOPS_READING } from "./tls.ts";
 import { LOGGEN, loggen, split, withInput } from "./input-harness.ts";
 import { OPENSSL, makeTestCerts, type TestCerts } from "./test-certs.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { createLogger, silentLogger } from "../../agent/log.ts";

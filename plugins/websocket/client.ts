@@ -3,8 +3,9 @@
 import { WebSocket } from "ws";
 import type { RawData } from "ws";
 import type { InputContext } from "../../agent/plugin.ts";
-import { Backoff, sleep } from "../../agent/helpers/backoff.ts";
+import { Backoff, sleep } from "../../agent/backoff.ts";
 import { errorMessage } from "../../agent/log.ts";
+import { redactUrl } from "../../agent/redact.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
 import { HeldFrames } from "./held.ts";
 
@@ -34,16 +35,6 @@ interface SessionEnd {
   reason: string;
 }
 
-/** The URL as it may be logged: credentials in it are secrets too. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username || u.password) { u.username = "***"; u.password = ""; }
-    return u.toString();
-  } catch {
-    return "(invalid url)";
-  }
-}
 
 /**
  * Why a connection ended, from the ws package's error. Its frame parser closes the connection

@@ -186,7 +186,7 @@ async function measured(stage: string, fn: () => Promise<Record<string, unknown>
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 async function childInput(url: string, dir: string, stage: string): Promise<ChildResult> {
-  const { Spool } = await import("../../agent/spool.ts");
+  const { Spool } = await import("../../agent/spool/index.ts");
   const { StateStore } = await import("../../agent/state.ts");
   const { createInputContext } = await import("../../agent/context.ts");
   const { silentLogger } = await import("../../agent/log.ts");
@@ -222,7 +222,7 @@ async function childInput(url: string, dir: string, stage: string): Promise<Chil
 }
 
 async function childDecompress(file: string): Promise<ChildResult> {
-  const { decompressFile } = await import("../../agent/helpers/decompress.ts");
+  const { decompressFile } = await import("../../plugins/common/decompress.ts");
   return measured("decompress", async () => {
     const { body } = await decompressFile(file);
     let bytes = 0;
@@ -237,7 +237,7 @@ async function childDecompress(file: string): Promise<ChildResult> {
 }
 
 async function childParse(file: string): Promise<ChildResult> {
-  const { jsonArrayBatches } = await import("../../agent/helpers/jsonstream.ts");
+  const { jsonArrayBatches } = await import("../../plugins/common/jsonstream.ts");
   return measured("parse", async () => {
     const body = Readable.toWeb(createReadStream(file, { highWaterMark: 256 * 1024 })) as unknown as ReadableStream<Uint8Array>;
     let records = 0;

@@ -12,7 +12,7 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Forwarder, routeKey } from "../../agent/forwarder.ts";
 import { createLogger } from "../../agent/log.ts";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { parseDuration } from "../../agent/units.ts";
 
 const { values } = parseArgs({

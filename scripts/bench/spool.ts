@@ -7,9 +7,9 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Spool } from "../../agent/spool.ts";
+import { Spool } from "../../agent/spool/index.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { crc32Implementation } from "../../agent/helpers/crc32.ts";
+import { crc32Implementation } from "../../agent/spool/crc32.ts";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { expandBraces, expandGlobs, globMatcher, globWatchDirs, hasGlobMagic, pathMatcher } from "../agent/helpers/glob.ts";
+import { expandBraces, expandGlobs, globMatcher, globWatchDirs, hasGlobMagic, pathMatcher } from "./glob.ts";
 
 async function tree(files: string[]): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), "glob-test-"));

@@ -12,13 +12,12 @@ import {
   DEFAULT_USER_AGENT,
   HttpClient,
   HttpError,
-  parseRetryAfter,
-  redactText,
-  redactUrl,
-} from "../agent/helpers/http.ts";
-import { jsonArrayBatches } from "../agent/helpers/jsonstream.ts";
-import { createLogger } from "../agent/log.ts";
-import { VERSION } from "../agent/version.ts";
+} from "./http.ts";
+import { parseRetryAfter } from "../../agent/backoff.ts";
+import { redactText, redactUrl } from "../../agent/redact.ts";
+import { jsonArrayBatches } from "./jsonstream.ts";
+import { createLogger } from "../../agent/log.ts";
+import { VERSION } from "../../agent/version.ts";
 
 const enc = new TextEncoder();
 const KEY = "s3cr3t-api-key-0123456789";
@@ -429,6 +428,7 @@ test("redaction: URL userinfo and secret query values, literal secrets (also URL
   );
   assert.equal(parseRetryAfter("120"), 120_000);
   assert.equal(parseRetryAfter("Wed, 01 May 2024 10:00:30 GMT", Date.parse("Wed, 01 May 2024 10:00:00 GMT")), 30_000);
-  assert.equal(parseRetryAfter("soon"), null);
-  assert.equal(parseRetryAfter(null), null);
+  assert.equal(parseRetryAfter("soon"), undefined);
+  assert.equal(parseRetryAfter(null), undefined);
+  assert.equal(parseRetryAfter("86400"), 3_600_000, "capped at an hour");
 });

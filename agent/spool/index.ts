@@ -24,10 +24,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Buffer } from "node:buffer";
-import type { Logger } from "./plugin.ts";
-import { crc32 } from "./helpers/crc32.ts";
-import { isNoSpace } from "./fserrors.ts";
-import { errorMessage } from "./log.ts";
+import type { Logger } from "../plugin.ts";
+import { crc32 } from "./crc32.ts";
+import { isNoSpace } from "../fserrors.ts";
+import { errorMessage } from "../log.ts";
 
 /** Free space to keep on the spool's filesystem: bytes, or a percentage of its size (capped). */
 export type MinFree = { bytes: number } | { percent: number; capBytes: number };

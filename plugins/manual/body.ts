@@ -2,8 +2,8 @@
 // JSON array, NDJSON, plain text lines, or a form (multipart/form-data, urlencoded) whose file
 // parts and `data` fields are such bodies. The whole body is parsed before anything is handed
 // on, so a bad body is refused as a whole and nothing is partially taken.
-import { InputError } from "../plugin.ts";
-import type { EventKind } from "../plugin.ts";
+import { InputError } from "../../agent/plugin.ts";
+import type { EventKind } from "../../agent/plugin.ts";
 
 /** The events of a submission, ready for the spool: JSON objects serialised on one line each, or text lines. */
 export interface Submission {

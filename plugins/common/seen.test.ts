@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SeenSet, hashString, seenSetState, stringHash } from "../agent/helpers/seen.ts";
+import { SeenSet, hashString, seenSetState, stringHash } from "./seen.ts";
 
 const DAY = 86_400_000;
 const T0 = Date.parse("2024-05-01T00:00:00Z");

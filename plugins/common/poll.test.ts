@@ -5,15 +5,15 @@ import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInputContext, type CoreInputContext } from "../agent/context.ts";
-import { HttpClient } from "../agent/helpers/http.ts";
-import { PollSchedule, WaitError, runPolls, type PollFunction, type PollOptions } from "../agent/helpers/poll.ts";
-import { createLogger } from "../agent/log.ts";
-import { FatalInputError } from "../agent/plugin.ts";
-import { Spool } from "../agent/spool.ts";
-import { StateStore } from "../agent/state.ts";
-import { drainSpool } from "./plugin-harness.ts";
-import { until } from "./until.ts";
+import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
+import { HttpClient } from "./http.ts";
+import { PollSchedule, WaitError, runPolls, type PollFunction, type PollOptions } from "./poll.ts";
+import { createLogger } from "../../agent/log.ts";
+import { FatalInputError } from "../../agent/plugin.ts";
+import { Spool } from "../../agent/spool/index.ts";
+import { StateStore } from "../../agent/state.ts";
+import { drainSpool } from "../../test/plugin-harness.ts";
+import { until } from "../../test/until.ts";
 
 interface LogLine {
   level: string;

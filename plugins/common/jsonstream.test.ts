@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { JsonArrayScanner, JsonStreamError, jsonArrayBatches, parseJsonArray, type JsonElement } from "../agent/helpers/jsonstream.ts";
+import { JsonArrayScanner, JsonStreamError, jsonArrayBatches, parseJsonArray, type JsonElement } from "./jsonstream.ts";
 
 const enc = new TextEncoder();
 

@@ -32,9 +32,10 @@
 // polls in a row failed, naming the last error; null again after a success) and
 // `healthy_until` (3 intervals after the last success, or after the loop started: past it,
 // with no success since, the input is a problem even if its polls hang or keep waiting).
-import { FatalInputError, type InputContext } from "../plugin.ts";
-import { Backoff, sleep } from "./backoff.ts";
-import { HttpError, redactText } from "./http.ts";
+import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
+import { Backoff, sleep } from "../../agent/backoff.ts";
+import { redactText } from "../../agent/redact.ts";
+import { HttpError } from "./httperror.ts";
 
 export interface PollOptions {
   /** From the start of one successful poll to the start of the next. */

@@ -30,11 +30,15 @@
 //   (Bun's ca replaces the default roots); under Deno `caFile` becomes a
 //   Deno.createHttpClient({ caCerts }) (added to the default roots) and tls_verify = false
 //   cannot be applied per request: a warning says so once, as the forwarder does.
-import { replaceSecrets, TLS_WARNING } from "./redact.ts";
+import { isSecretHeaderName, redactText, TLS_WARNING } from "../../agent/redact.ts";
+import { parseRetryAfter } from "../../agent/backoff.ts";
+import { HttpError } from "./httperror.ts";
+
+export { HttpError, type HttpErrorKind } from "./httperror.ts";
 import { readFile } from "node:fs/promises";
-import type { Logger } from "../plugin.ts";
-import { networkErrorText, withoutRuntimeWords } from "./neterrors.ts";
-import { VERSION } from "../version.ts";
+import type { Logger } from "../../agent/plugin.ts";
+import { networkErrorText, withoutRuntimeWords } from "../../agent/neterrors.ts";
+import { VERSION } from "../../agent/version.ts";
 import { compressionFromHints, decompress, type Compression } from "./decompress.ts";
 
 export const DEFAULT_USER_AGENT = `cybexp-agent/${VERSION}`;
@@ -106,30 +110,6 @@ export interface HttpResponse {
   redact(text: string): string;
 }
 
-export type HttpErrorKind = "wait" | "retryable" | "rejected";
-
-export class HttpError extends Error {
-  /** For kind "wait": how long the source asked to wait (ms), null if it did not say. */
-  readonly waitMs: number | null;
-  /** The start of the answer's body, one line, secrets replaced. */
-  readonly bodyExcerpt: string;
-  /** The answer's headers (e.g. MISP's X-Rate-Limit-Reset), null when no answer came. */
-  readonly headers: Headers | null;
-
-  constructor(
-    message: string,
-    readonly kind: HttpErrorKind,
-    /** The HTTP status, or null when no answer came (network, timeout). */
-    readonly status: number | null,
-    extra: { waitMs?: number | null; bodyExcerpt?: string; headers?: Headers | null } = {},
-  ) {
-    super(message);
-    this.name = "HttpError";
-    this.waitMs = extra.waitMs ?? null;
-    this.bodyExcerpt = extra.bodyExcerpt ?? "";
-    this.headers = extra.headers ?? null;
-  }
-}
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const EXCERPT_BYTES = 4096;
@@ -382,7 +362,7 @@ function makeResponse(
 function statusError(res: Response, url: string, excerpt: string): HttpError {
   const status = res.status;
   const message = `HTTP ${status} from ${url}${excerpt ? `: ${excerpt}` : ""}`;
-  const waitMs = parseRetryAfter(res.headers.get("retry-after"));
+  const waitMs = parseRetryAfter(res.headers.get("retry-after")) ?? null;
   const extra = { waitMs, bodyExcerpt: excerpt, headers: res.headers };
   if (status === 429 || status === 509) return new HttpError(message, "wait", status, extra);
   if (status >= 500 && waitMs !== null) return new HttpError(message, "wait", status, extra);
@@ -531,62 +511,3 @@ function secretParts(value: string): string[] {
   return parts;
 }
 
-// ---- redaction ----------------------------------------------------------------------------
-
-const SECRET_HEADER = /^(authorization|proxy-authorization|cookie|set-cookie)$|api[-_]?key|token|secret|passw|auth|session|cookie|signature/i;
-
-/** Header names whose values are secrets (Authorization, Cookie, X-Api-Key, X-Auth-Token, ...). */
-export function isSecretHeaderName(name: string): boolean {
-  return SECRET_HEADER.test(name);
-}
-
-const SECRET_PARAM =
-  /^(key|apikey|api_key|api-key|token|access_token|auth|password|passwd|pwd|pass|secret|client_secret|signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token)$|[_-](key|token|secret|password)$/i;
-
-/** Query parameter names whose values are secrets. */
-export function isSecretParamName(name: string): boolean {
-  return SECRET_PARAM.test(name);
-}
-
-/** The URL with userinfo as "***" and secret-named query values as "***". */
-export function redactUrl(url: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return url.replace(/\/\/[^/@\s]*@/, "//***@");
-  }
-  if (u.username || u.password) {
-    u.username = "***";
-    u.password = "";
-  }
-  let secretQuery = false;
-  for (const k of u.searchParams.keys()) if (isSecretParamName(k)) secretQuery = true;
-  if (secretQuery) {
-    const params = [...u.searchParams];
-    u.search = "";
-    for (const [k, v] of params) u.searchParams.append(k, isSecretParamName(k) ? "***" : v);
-  }
-  return u.toString();
-}
-
-const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+/gi;
-
-/**
- * `text` on one line, safe to show: each literal secret (and its URL-encoded form) replaced
- * by "***", every URL in it redacted (redactUrl). Secrets shorter than 4 characters are not
- * replaced (they would garble the message and protect nothing).
- */
-export function redactText(text: string, secrets: Iterable<string | undefined | null> = []): string {
-  const s = replaceSecrets(text, secrets).replace(URL_IN_TEXT, (m) => redactUrl(m));
-  return s.replace(/\s+/g, " ").trim();
-}
-
-/** Retry-After as delay-seconds or an HTTP date, in ms; null if absent or unreadable. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number | null {
-  if (value === null) return null;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  const t = Date.parse(v);
-  return Number.isNaN(t) ? null : Math.max(0, t - now);
-}

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync, zipSync } from "fflate";
-import { compressionFromHints, decompress, decompressFile, DecompressError, sniffCompression } from "../agent/helpers/decompress.ts";
+import { compressionFromHints, decompress, decompressFile, DecompressError, sniffCompression } from "./decompress.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseSubmission } from "../agent/helpers/body.ts";
-import { InputError } from "../agent/plugin.ts";
+import { parseSubmission } from "./body.ts";
+import { InputError } from "../../agent/plugin.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const parse = (s: string, ct: string | null) => parseSubmission(enc(s), ct);

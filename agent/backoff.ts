@@ -35,3 +35,24 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/** Retry-After beyond this is treated as this (a broken header must not stall for days). */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * Retry-After (RFC 9110 §10.2.3) as delay-seconds or an HTTP date, in ms, at most
+ * MAX_RETRY_AFTER_MS; undefined if absent or unreadable. The one parser for the forwarder and
+ * every input.
+ */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (value === null) return undefined;
+  const v = value.trim();
+  let ms: number;
+  if (/^\d+$/.test(v)) ms = Number(v) * 1000;
+  else {
+    const t = Date.parse(v);
+    if (Number.isNaN(t)) return undefined;
+    ms = Math.max(0, t - now);
+  }
+  return Math.min(ms, MAX_RETRY_AFTER_MS);
+}

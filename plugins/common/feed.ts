@@ -22,8 +22,8 @@
 // conditional GET, then batch by batch "post the new records, then mark every record", and
 // the state checkpointed so that a crash never loses a record and a restart re-posts nothing.
 import { z } from "zod";
-import { pathOption, type InputContext, type Logger } from "../plugin.ts";
-import { duration } from "../units.ts";
+import { pathOption, type InputContext, type Logger } from "../../agent/plugin.ts";
+import { duration } from "../../agent/units.ts";
 import { HttpClient, type HttpClientOptions, type HttpResponse, type Validators } from "./http.ts";
 import { runPolls, type PollResult } from "./poll.ts";
 import { SeenSet, seenSetState, stringHash } from "./seen.ts";

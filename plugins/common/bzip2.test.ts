@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
-import { Bzip2Error, bunzip2, bunzip2Stream } from "../agent/helpers/bzip2.ts";
+import { Bzip2Error, bunzip2, bunzip2Stream } from "./bzip2.ts";
 
 const BZIP2 = "/usr/bin/bzip2";
 const skip = existsSync(BZIP2) ? false : `needs ${BZIP2} to make reference .bz2 data`;
