@@ -1,19 +1,8 @@
-// What the polling inputs share beyond the schedule (poll.ts) and the HTTP client (http.ts):
-// their common options, their HTTP poll loop, and the state of a feed read whole on each poll.
+// What the polling HTTP inputs share beyond the schedule (poll.ts) and the HTTP client
+// (http.ts): their HTTP poll loop, and the state of a feed read whole on each poll. Their
+// option fragments are in options.ts (inputs that make no HTTP calls use those alone).
 //
-// Options: zod fragments with the same checks everywhere; each input gives its own default and
-// description, so the config's documentation speaks of that input's source.
-//
-//   const options = z.object({
-//     url: httpUrl().describe("..."),
-//     interval: intervalOption("1h", "How often ..."),
-//     timeout: timeoutOption("60s", "Longest wait ..."),
-//     dedup_ttl: dedupTtlOption("A URL no longer in the feed ..."),
-//     max_seen: maxSeenOption("Most URLs remembered ..."),
-//     ...tlsOptions("Verify the server's TLS certificate.", "PEM file of CA certificates to trust."),
-//   }).strict();
-//
-// HTTP polls: one HttpClient built from those options, closed when the input stops.
+// HTTP polls: one HttpClient built from the options, closed when the input stops.
 //
 //   await runHttpPolls(ctx, opts, { secrets: [opts.key] }, (http, signal) => this.poll(http, signal));
 //
@@ -22,48 +11,12 @@
 // conditional GET, then batch by batch "post the new records, then mark every record", and
 // the state checkpointed so that a crash never loses a record and a restart re-posts nothing.
 import { z } from "zod";
-import { pathOption, type InputContext, type Logger } from "../../agent/plugin.ts";
-import { duration } from "../../agent/units.ts";
+import type { InputContext, Logger } from "../../agent/plugin.ts";
 import { HttpClient, type HttpClientOptions, type HttpResponse, type Validators } from "./http.ts";
 import { runPolls, type PollResult } from "./poll.ts";
 import { SeenSet, seenSetState, stringHash } from "./seen.ts";
 
-// ---- options --------------------------------------------------------------------------------
-
-export function isHttpUrl(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
-  }
-}
-
-/** A URL option that must be http:// or https://. */
-export const httpUrl = () => z.string().refine(isHttpUrl, { message: "expected an http:// or https:// URL" });
-
-/**
- * How often the source is polled. Only 10 ms is refused: a source's own minimum is warned
- * about at start (warnShortInterval), so tests can poll fast.
- */
-export const intervalOption = (byDefault: string, description: string) =>
-  duration().prefault(byDefault).refine((ms) => ms >= 10, { message: "expected at least 10ms" }).describe(description);
-
-/** A positive duration bounding a wait for the source (a request, a query). */
-export const timeoutOption = (byDefault: string, description: string) =>
-  duration().prefault(byDefault).refine((ms) => ms >= 1, { message: "expected a positive duration" }).describe(description);
-
-/** How long a record gone from the source is remembered (default 30 days). */
-export const dedupTtlOption = (description: string) => duration().prefault("30d").describe(description);
-
-/** Most entries in the seen-set (default 1,000,000, at least 1000). */
-export const maxSeenOption = (description: string) => z.number().int().min(1000).default(1_000_000).describe(description);
-
-/** tls_verify (default true) and ca_file, to spread into an HTTP source's options. */
-export const tlsOptions = (verifyDescription: string, caFileDescription: string) => ({
-  tls_verify: z.boolean().default(true).describe(verifyDescription),
-  ca_file: pathOption("readable").optional().describe(`${caFileDescription} Relative to the config file's folder.`),
-});
+export { dedupTtlOption, httpUrl, intervalOption, isHttpUrl, maxSeenOption, timeoutOption, tlsOptions } from "./options.ts";
 
 /** Warns at start when `interval` is shorter than the source asks of its clients. */
 export function warnShortInterval(log: Logger, intervalMs: number, advisedMs: number, message: string): void {
