@@ -169,6 +169,31 @@ test("plugins import only the plugin API and plugins/common/; only agent/main.ts
   assert.deepEqual(boundaryProblems(ROOT), []);
 });
 
+/** Every repository file `file` loads, directly or through other files (relative imports only). */
+export function importClosure(root: string, file: string): Set<string> {
+  const seen = new Set<string>();
+  const visit = (f: string) => {
+    if (seen.has(f) || !existsSync(join(root, f))) return;
+    seen.add(f);
+    for (const spec of importsOf(readFileSync(join(root, f), "utf8"))) {
+      const to = target(f, spec);
+      if (to !== null) visit(to);
+    }
+  };
+  visit(file);
+  return seen;
+}
+
+test("inputs that make no HTTP calls do not load the HTTP client, decompression or bzip2", () => {
+  for (const plugin of ["database", "misp_file"]) {
+    const loaded = importClosure(ROOT, `plugins/${plugin}/index.ts`);
+    assert.ok(loaded.has("plugins/common/poll.ts"), `${plugin} polls`);
+    for (const heavy of ["plugins/common/http.ts", "plugins/common/decompress.ts", "plugins/common/bzip2.ts"]) {
+      assert.equal(loaded.has(heavy), false, `plugins/${plugin}/index.ts loads ${heavy}: ${[...loaded].join(", ")}`);
+    }
+  }
+});
+
 test("agent/helpers/ is gone and plugins/common/ holds the shared input toolkit", () => {
   assert.equal(existsSync(join(ROOT, "agent", "helpers")), false);
   for (const name of ["poll.ts", "http.ts", "feed.ts", "seen.ts", "jsonstream.ts", "decompress.ts", "bzip2.ts", "misp.ts"]) {
