@@ -22,7 +22,7 @@ import { runPolls, type PollResult } from "../common/poll.ts";
 import { SeenSet, seenSetState } from "../common/seen.ts";
 import { formatBytes } from "../../agent/units.ts";
 import { documentEvents, manifestEntries, type FileEvent } from "./documents.ts";
-import type { MispFileOptions } from "./index.ts";
+import type { MispFileOptions } from "./options.ts";
 
 /** A drop file already handled, as it was then. */
 const fileMark = z.strictObject({
