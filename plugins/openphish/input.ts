@@ -11,12 +11,10 @@ import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../c
 import { basicAuth, type HttpClient, type HttpResponse, type Validators } from "../common/http.ts";
 import { redactText } from "../../agent/redact.ts";
 import { hashString } from "../common/seen.ts";
-import type { OpenphishOptions } from "./index.ts";
+import { DEFAULT_FEED_URL, type OpenphishOptions } from "./options.ts";
 import { lineBatches, type Line } from "./lines.ts";
 
 export type OpenphishState = FeedState;
-
-export const DEFAULT_FEED_URL = "https://openphish.com/feed.txt";
 
 const HOUR = 3_600_000;
 const PREMIUM_MIN_INTERVAL = 5 * 60_000;

@@ -12,7 +12,7 @@ import { hashString, SeenSet } from "../common/seen.ts";
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const FIXTURES = new URL("../../test/fixtures/openphish/", import.meta.url);
+const FIXTURES = new URL("./testdata/", import.meta.url);
 const USER = "premium-user";
 const PASSWORD = "correct-horse-battery-staple";
 const enc = (s: string) => new TextEncoder().encode(s);

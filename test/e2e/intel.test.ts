@@ -29,6 +29,8 @@ const PHISHTANK_KEY = "e2e0app0key0c0ffee";
 const MISP_KEY = "Xk2bN7qLr4TzW9mVc3HsDf8GjP1aYe6uR0oQiE5w";
 
 const fixture = (path: string) => readFileSync(join(FIXTURES, path), "utf8");
+/** A file of a plugin's own test data (plugins/<type>/testdata/). */
+const pluginTestdata = (plugin: string, name: string) => readFileSync(fileURLToPath(new URL(`../../plugins/${plugin}/testdata/${name}`, import.meta.url)), "utf8");
 
 // ---- fixture servers ----------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ describe("compiled binary: threat-intel inputs", { skip }, () => {
     const noViolations = () => assert.deepEqual(violations, [], "what the fixture servers saw of the agent's requests");
 
     // OpenPhish: the fixture's feed (blank last line) and more URLs
-    const opFixture = fixture("openphish/feed.txt");
+    const opFixture = pluginTestdata("openphish", "feed.txt");
     const opUrls1 = [...opFixture.split("\n").filter(Boolean), ...Array.from({ length: 58 }, (_, i) => `http://paypal-${i}.account-check.example/signin/?id=${1000 + i}`)];
     const feedText = (urls: string[]) => urls.join("\n") + "\n\n";
     const feed = new Document("text/plain; charset=utf-8");
