@@ -13,7 +13,7 @@ import { redactText } from "../../agent/redact.ts";
 import { jsonArrayBatches, type JsonElement } from "../common/jsonstream.ts";
 import { WaitError } from "../common/poll.ts";
 import { hashString } from "../common/seen.ts";
-import type { PhishtankOptions } from "./index.ts";
+import type { PhishtankOptions } from "./options.ts";
 
 export type PhishtankState = FeedState;
 

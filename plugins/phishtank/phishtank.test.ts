@@ -12,7 +12,7 @@ import { hashString, SeenSet } from "../common/seen.ts";
 /** Answers a request (a server's whole handler, or part of one). */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const FIXTURES = new URL("../../test/fixtures/phishtank/", import.meta.url);
+const FIXTURES = new URL("./testdata/", import.meta.url);
 const KEY = "0123456789abcdef0123456789abcdef-phishtank-key";
 const USER = "alice";
 const enc = (s: string) => new TextEncoder().encode(s);

@@ -135,7 +135,7 @@ type PhishRecord = Record<string, unknown> & { phish_id: string };
 
 /** The fixture's records and more made after them (ids as strings, yes/no strings, details may be empty). */
 function phishRecords(n: number): PhishRecord[] {
-  const base = JSON.parse(fixture("phishtank/online-valid.json")) as PhishRecord[];
+  const base = JSON.parse(pluginTestdata("phishtank", "online-valid.json")) as PhishRecord[];
   const out = [...base];
   const template = base[0]!;
   for (let i = out.length; i < n; i++) {
