@@ -6,7 +6,7 @@ import { FatalInputError, type EmitOptions, type EventKind, type InputContext, t
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 
 export interface InputCounters {
   events: number;

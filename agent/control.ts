@@ -7,7 +7,7 @@ import { ConfigError } from "./config.ts";
 import { InputError } from "./plugin.ts";
 import { SpoolClosedError } from "./spool/index.ts";
 import { UnknownInputError, type ReloadResult } from "./supervisor.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 
 export interface ControlApi {
   health(): { problems: string[] };

@@ -24,7 +24,7 @@ import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, parseRetryAfter, sleep } from "./backoff.ts";
 import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import { networkErrorText } from "./neterrors.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";

@@ -5,7 +5,7 @@
 // a running agent's temp files are never touched. Removing needs no free space.
 import { readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import type { Logger } from "./plugin.ts";
 import { RESERVE_TEMP } from "./reserve.ts";
 import { RUNNING_CONFIG_TEMP } from "./runningconfig.ts";

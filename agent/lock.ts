@@ -14,7 +14,7 @@
 // looks stale; on Linux under Bun and Deno the flock path is used.
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import type { Logger } from "./plugin.ts";
 import type { Reserve } from "./reserve.ts";
 import { isAlive } from "./runningconfig.ts";

@@ -3,6 +3,8 @@
 import { closeSync, fstatSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import type { Logger } from "./plugin.ts";
 
+export { errorMessage } from "./errortext.ts";
+
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "json" | "text";
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -193,7 +195,3 @@ export function createLogger(level: LogLevel = "info", sink: LogSink = stderrSin
 
 /** A logger that discards everything (tests that do not look at logs). */
 export const silentLogger: Logger = createLogger("error", { write() {} });
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

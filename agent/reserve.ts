@@ -20,7 +20,7 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { isNoSpace } from "./fserrors.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import type { Logger } from "./plugin.ts";
 
 export const RESERVE_BYTES = 1024 * 1024;

@@ -4,7 +4,7 @@
 // ignored. Handlers are installed before start-up begins, so that a signal sent while the agent
 // is still starting (or reloading) is kept and acted on once it can be, instead of killing it.
 import { ConfigError } from "./config.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import type { Logger } from "./plugin.ts";
 
 export interface SignalTarget {

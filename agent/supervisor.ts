@@ -4,7 +4,7 @@ import type { InputConfig } from "./config.ts";
 import { createInputContext, newCounters, type CoreInputContext, type InputCounters } from "./context.ts";
 import { routeKey } from "./forwarder.ts";
 import { Backoff, sleep } from "./backoff.ts";
-import { errorMessage } from "./log.ts";
+import { errorMessage } from "./errortext.ts";
 import type { Input, InputPlugin, Logger } from "./plugin.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";

@@ -13,7 +13,7 @@ import { HttpError, takeUserinfo, type HttpClient, type HttpResponse, type Valid
 import { SeenSet, hashString, seenSetState, stringHash } from "../common/seen.ts";
 import { JsonStreamError } from "../common/jsonstream.ts";
 import { DecompressError } from "../common/decompress.ts";
-import { errorMessage } from "../../agent/log.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import type { HttpPollOptions } from "./index.ts";
 import { CsvError } from "./csv.ts";
 import { Dedup, type DedupMode } from "./dedup.ts";

@@ -4,7 +4,7 @@ import { WebSocket } from "ws";
 import type { RawData } from "ws";
 import type { InputContext } from "../../agent/plugin.ts";
 import { Backoff, sleep } from "../../agent/backoff.ts";
-import { errorMessage } from "../../agent/log.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import { redactUrl } from "../../agent/redact.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
 import { HeldFrames } from "./held.ts";
