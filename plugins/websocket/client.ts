@@ -8,16 +8,7 @@ import { errorMessage } from "../../agent/errortext.ts";
 import { redactUrl } from "../../agent/redact.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
 import { HeldFrames } from "./held.ts";
-
-export interface WebsocketOptions {
-  url: string;
-  headers: Record<string, string>;
-  format: "json" | "text";
-  ping_interval: number;
-  reconnect_min: number;
-  reconnect_max: number;
-  max_message_size: number;
-}
+import type { WebsocketOptions } from "./options.ts";
 
 /** A connection that stayed up this long is healthy: the next failure starts backoff afresh. */
 const STABLE_MS = 60_000;

@@ -20,7 +20,7 @@ import type { InputCounters } from "../../agent/context.ts";
 import { createLogger } from "../../agent/log.ts";
 import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
-const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
+const TESTDATA = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- frames --------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ async function waitFor(cond: () => boolean, what: string, ms = 5000) {
 
 test("frames arrive as events: the Logstash fixture unchanged, a non-object as parse_error; headers sent, secrets not logged", async () => {
   await withEnv({}, async (env) => {
-    const fixture = (await readFile(join(FIXTURES, "logstash/websocket-frame.json"), "utf8")).trimEnd();
+    const fixture = (await readFile(join(TESTDATA, "logstash-frame.json"), "utf8")).trimEnd();
     const conn = nextConnection(env.wss);
     const input = env.start({ headers: { Authorization: "Bearer s3cret-token" } });
     const { socket, headers } = await conn;
