@@ -7,6 +7,12 @@ export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The error's message, or its name when the message is empty (a bare `new Error()` says at least "Error"). */
+export function errorMessageOrName(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
 /** The first line of errorMessage(err): for one-line reasons, where a runtime's message runs on over several lines. */
 export function errorFirstLine(err: unknown): string {
   return errorMessage(err).split("\n")[0]!;
