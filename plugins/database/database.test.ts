@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import plugin from "./index.ts";
-import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input-harness.ts";
+import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input.testutil.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { until } from "../../test/until.ts";

@@ -14,17 +14,7 @@ import { CursorTypeError, MissingCursorColumnError, PageCollector, sameCursor, t
 import { BusyError, type RowSource } from "./source.ts";
 import { SqliteSource } from "./sqlite.ts";
 import { PostgresSource } from "./postgres.ts";
-
-export interface DatabaseOptions {
-  driver: "sqlite" | "postgres";
-  dsn: string;
-  query: string;
-  cursor_column: string;
-  cursor_start: number | string;
-  interval: number;
-  max_rows: number;
-  query_timeout: number;
-}
+import type { DatabaseOptions } from "./options.ts";
 
 /** Most row hashes kept at one cursor value. */
 export const MAX_AT_CURSOR = 10_000;

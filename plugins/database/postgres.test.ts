@@ -3,7 +3,7 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input-harness.ts";
+import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input.testutil.ts";
 import { dsnSecrets, pgTimestampToIso } from "./postgres.ts";
 import plugin from "./index.ts";
 import { postgresUnavailable, startPostgres, type PostgresServer } from "../../test/postgres.ts";
