@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
 import { pathKindOf, resolveConfigPath, type InputPlugin } from "./plugin.ts";
 import { duration, parseSize, size } from "./units.ts";
+import { errorMessage } from "./errortext.ts";
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -213,7 +214,7 @@ export async function loadConfig(
     text = await readFile(file, "utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError([`${file}: cannot read the config file (${code ?? (err as Error).message})`]);
+    throw new ConfigError([`${file}: cannot read the config file (${code ?? errorMessage(err)})`]);
   }
   return parseConfig(text, resolve(file), plugins, env);
 }
@@ -396,7 +397,7 @@ function unreadable(path: string): string | undefined {
   try {
     fd = openSync(path, "r");
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return (err as NodeJS.ErrnoException).code ?? errorMessage(err);
   }
   try {
     return fstatSync(fd).isFile() ? undefined : "not a regular file";

@@ -1,5 +1,6 @@
 // A minimal HTTP server over whichever runtime we are on: Bun.serve under Bun, Deno.serve
 // under Deno. Both take a web-standard fetch handler, so callers stay runtime-neutral.
+import { errorMessage } from "./errortext.ts";
 
 export interface Served {
   port: number;
@@ -30,7 +31,7 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): Promise<Served> 
 
 // A handler that throws answers a JSON 500 rather than the runtime's HTML error page.
 function internalError(err: unknown): Response {
-  return new Response(JSON.stringify({ message: `internal error: ${err instanceof Error ? err.message : String(err)}` }), {
+  return new Response(JSON.stringify({ message: `internal error: ${errorMessage(err)}` }), {
     status: 500,
     headers: { "content-type": "application/json" },
   });

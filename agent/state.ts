@@ -3,6 +3,7 @@
 // so a crash leaves either the old or the new state, never a mix.
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
+import { errorMessage } from "./errortext.ts";
 import { isNoSpace } from "./fserrors.ts";
 
 const SUFFIX = ".json";
@@ -67,12 +68,12 @@ export class StateStore {
       text = await fsp.readFile(file, "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw new Error(`cannot read state file ${file}: ${(err as Error).message}`);
+      throw new Error(`cannot read state file ${file}: ${errorMessage(err)}`);
     }
     try {
       return JSON.parse(text) as T;
     } catch (err) {
-      throw new Error(`state file ${file} is corrupt (${(err as Error).message}); delete it to start this input afresh`);
+      throw new Error(`state file ${file} is corrupt (${errorMessage(err)}); delete it to start this input afresh`);
     }
   }
 
@@ -176,7 +177,7 @@ export class StateStore {
     } catch (err) {
       await fsp.unlink(tmp).catch(() => {});
       // The code stays: a full disk (ENOSPC) is waited out by the caller, not a failure.
-      throw Object.assign(new Error(`cannot save state file ${file}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
+      throw Object.assign(new Error(`cannot save state file ${file}: ${errorMessage(err)}`), { code: (err as NodeJS.ErrnoException).code });
     }
     await this.syncDir();
   }
@@ -186,7 +187,7 @@ export class StateStore {
       await fsp.unlink(file);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-      throw new Error(`cannot delete state file ${file}: ${(err as Error).message}`);
+      throw new Error(`cannot delete state file ${file}: ${errorMessage(err)}`);
     }
     await this.syncDir();
   }

@@ -9,6 +9,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { errorMessage } from "../agent/errortext.ts";
 import { serve, type Served } from "../agent/serve.ts";
 import { countNewlines, indexOfBytes } from "../agent/upload.ts";
 import { parseDuration, parseSize } from "../agent/units.ts";
@@ -232,7 +233,7 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
     try {
       parts = parseMultipart(raw, boundary);
     } catch (err) {
-      return reject(json(400, `Invalid input: ${(err as Error).message}`));
+      return reject(json(400, `Invalid input: ${errorMessage(err)}`));
     }
 
     const byName = new Map<string, Part>();
@@ -338,7 +339,7 @@ async function main(argv: string[]): Promise<void> {
 
 if (import.meta.main) {
   main(process.argv.slice(2)).catch((err) => {
-    process.stderr.write(`receiver: ${(err as Error).message}\n`);
+    process.stderr.write(`receiver: ${errorMessage(err)}\n`);
     process.exit(1);
   });
 }

@@ -2,6 +2,7 @@
 // through FFI: bun:ffi under Bun (also inside `bun build --compile` executables), Deno.dlopen
 // under Deno (needs --allow-ffi, which -A gives). This is the one place that knows the
 // difference; callers get a plain function or the reason there is none.
+import { errorMessage } from "../errortext.ts";
 
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
@@ -20,7 +21,7 @@ const LIBC = "libc.so.6";
 let loaded: Promise<FlockLoad> | undefined;
 
 export function loadFlock(): Promise<FlockLoad> {
-  loaded ??= load().catch((err) => ({ unavailable: `cannot load flock from ${LIBC}: ${err instanceof Error ? err.message : String(err)}` }));
+  loaded ??= load().catch((err) => ({ unavailable: `cannot load flock from ${LIBC}: ${errorMessage(err)}` }));
   return loaded;
 }
 

@@ -21,6 +21,7 @@ import type { Gunzip, Unzip, UnzipFile } from "fflate";
 const loadFflate = () => import("fflate");
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
+import { errorMessageOrName } from "../../agent/errortext.ts";
 import { bunzip2Stream } from "./bzip2.ts";
 
 export type Compression = "none" | "gzip" | "bzip2" | "zip";
@@ -248,7 +249,7 @@ function labelErrors(stream: ReadableStream<Uint8Array>, kind: Compression, from
           r = await reader.read();
         } catch (err) {
           if (fromInput(err) || err instanceof DecompressError) throw err;
-          const why = err instanceof Error ? err.message || err.name : String(err);
+          const why = errorMessageOrName(err);
           throw new DecompressError(`${kind} data is corrupt or truncated: ${why}`);
         }
         if (r.done) c.close();

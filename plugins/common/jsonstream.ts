@@ -19,6 +19,7 @@
 // ["response", "Attribute"] for {"response":{"Attribute":[...]}}); the first occurrence of
 // each key is followed, other members are skipped, and a document without an array at the
 // path is an error. Without `path` the document itself must be an array.
+import { errorMessage } from "../../agent/errortext.ts";
 
 export interface JsonElement {
   /** The element's JSON text: the source slice, on one line (see the top comment). */
@@ -505,7 +506,7 @@ export class JsonArrayScanner {
       try {
         value = JSON.parse(text);
       } catch (err) {
-        const why = err instanceof Error ? err.message : String(err);
+        const why = errorMessage(err);
         throw new JsonStreamError(`the array element at offset ${offset} is not valid JSON: ${why}`, offset);
       }
       if (multiline) text = JSON.stringify(value);

@@ -35,6 +35,7 @@
 import { FatalInputError, type InputContext } from "../../agent/plugin.ts";
 import { Backoff, sleep } from "../../agent/backoff.ts";
 import { redactText } from "../../agent/redact.ts";
+import { errorMessageOrName } from "../../agent/errortext.ts";
 import { HttpError } from "./httperror.ts";
 
 export interface PollOptions {
@@ -178,7 +179,7 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
         if (err instanceof StillRunning) ctx.log.warn("a poll was still running at stop; not waiting for it", { waited_ms: graceMs });
         break;
       }
-      const message = oneLine(redactText(errorText(err), secrets));
+      const message = oneLine(redactText(errorMessageOrName(err), secrets));
       if (err instanceof FatalInputError || (err instanceof Error && err.name === "FatalInputError")) {
         detail.last_status = `failed: ${message}`;
         show();
@@ -237,11 +238,6 @@ function untilStopped<T>(p: Promise<T>, signal: AbortSignal, graceMs: number): P
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-function errorText(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
 }
 
 function oneLine(s: string): string {

@@ -12,6 +12,7 @@
 // its decimal text; numeric stays text (exact); bytea is a Buffer (base64 in the event).
 import type postgres from "postgres";
 import type { Logger } from "../../agent/plugin.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import type { Cursor, Row } from "./rows.ts";
 import type { RowSource } from "./source.ts";
 
@@ -170,5 +171,5 @@ function isStatementError(err: unknown): boolean {
 
 function describe(err: unknown): string {
   if (isPostgresError(err)) return `${err.message} [${err.code}]`;
-  return err instanceof Error ? err.message : String(err);
+  return errorMessage(err);
 }

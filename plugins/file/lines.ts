@@ -5,6 +5,7 @@
 // split, even one whose bytes straddle two reads.
 import { codecFor } from "./encoding.ts";
 import type { Codec } from "./encoding.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 
 const CR = 13;
 const BOM = 0xfeff;
@@ -225,7 +226,7 @@ export function toJsonEvents(lines: string[], joined = false): string[] {
       }
       reason = `not a JSON object but ${value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`}`;
     } catch (err) {
-      reason = err instanceof Error ? err.message : String(err);
+      reason = errorMessage(err);
     }
     lines[i] = JSON.stringify({ message: line, parse_error: reason });
   }

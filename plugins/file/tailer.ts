@@ -28,6 +28,7 @@ import type { Stats } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { InputContext } from "../../agent/plugin.ts";
+import { errorFirstLine, errorMessage } from "../../agent/errortext.ts";
 import { expandGlobs, globMatcher, globWatchDirs, pathMatcher } from "./glob.ts";
 import { sleep } from "../../agent/backoff.ts";
 import { LineSplitter, toJsonEvents, toMessageEvents } from "./lines.ts";
@@ -126,12 +127,8 @@ async function fsop<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
-    throw new ReadFailure(err instanceof Error ? err.message : String(err));
+    throw new ReadFailure(errorMessage(err));
   }
-}
-
-function messageOf(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
 }
 
 const idOf = (dev: number, ino: number) => `${dev}:${ino}`;
@@ -426,7 +423,7 @@ export class FileTailer {
     try {
       dirs = await globWatchDirs(this.opts.paths);
     } catch (err) {
-      this.ctx.log.warn("cannot work out which directories to watch; relying on the listing", { error: messageOf(err) });
+      this.ctx.log.warn("cannot work out which directories to watch; relying on the listing", { error: errorFirstLine(err) });
       return;
     }
     const added = this.watchers.update(dirs, retryFailed, startedAt);
@@ -1217,7 +1214,7 @@ export class FileTailer {
   }
 
   private openFailed(path: string, err: unknown): void {
-    const msg = messageOf(err);
+    const msg = errorFirstLine(err);
     if (this.failedPaths.get(path) === msg) return;
     this.failedPaths.set(path, msg);
     this.ctx.log.warn("cannot open file", { path, error: msg });
@@ -1475,8 +1472,8 @@ export class FileTailer {
   }
 
   private async readFailed(f: Tracked, err: unknown): Promise<void> {
-    this.ctx.log.warn("reading file failed; reopening it later", { path: f.path, error: messageOf(err) });
-    this.ctx.reportError(new Error(`${f.path}: ${messageOf(err)}`));
+    this.ctx.log.warn("reading file failed; reopening it later", { path: f.path, error: errorFirstLine(err) });
+    this.ctx.reportError(new Error(`${f.path}: ${errorFirstLine(err)}`));
     await this.closeFile(f);
     f.mtimeMs = -1; // makes the next scan reopen it
   }
@@ -1572,7 +1569,7 @@ export class FileTailer {
         }
         return;
       } catch (err) {
-        this.ctx.log.warn("reading the copy of a truncated file failed", { path: f.path, copy: c.path, error: messageOf(err) });
+        this.ctx.log.warn("reading the copy of a truncated file failed", { path: f.path, copy: c.path, error: errorFirstLine(err) });
         return;
       } finally {
         await fh.close();
@@ -1616,7 +1613,7 @@ export class FileTailer {
     const state = this.state();
     this.lastCheckpoint = JSON.stringify(state);
     this.checkpointing = this.ctx.checkpoint(state)
-      .catch((err) => this.ctx.log.warn("checkpoint failed", { error: messageOf(err) }))
+      .catch((err) => this.ctx.log.warn("checkpoint failed", { error: errorFirstLine(err) }))
       .finally(() => {
         this.checkpointing = null;
         if (this.checkpointDirty) this.checkpointSoon();
@@ -1670,7 +1667,7 @@ export class FileTailer {
     try {
       await this.ctx.checkpoint(state);
     } catch (err) {
-      this.ctx.log.warn("final checkpoint failed", { error: messageOf(err) });
+      this.ctx.log.warn("final checkpoint failed", { error: errorFirstLine(err) });
     }
   }
 }

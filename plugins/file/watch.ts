@@ -10,6 +10,7 @@
 import { statSync, watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
 import { basename } from "node:path";
+import { errorFirstLine } from "../../agent/errortext.ts";
 
 /** An entry of `dir` appeared, went or was renamed ("rename"), or was written to ("change"); name null: unknown (look at the whole directory). */
 export type WatchListener = (dir: string, type: string, name: string | null) => void;
@@ -37,10 +38,6 @@ function dirId(dir: string): string | null {
   } catch {
     return null;
   }
-}
-
-function messageOf(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
 }
 
 /**
@@ -129,12 +126,12 @@ export class DirWatchers {
         this.onEvent(dir, type, entry);
       });
     } catch (err) {
-      this.fail(dir, messageOf(err));
+      this.fail(dir, errorFirstLine(err));
       return false;
     }
     // Deno reports a watch that cannot start (ENOENT, ENOSPC) here, after watch() returned.
     watcher.on("error", (err) => {
-      if (this.watches.get(dir)?.watcher === watcher) this.lose(dir, messageOf(err));
+      if (this.watches.get(dir)?.watcher === watcher) this.lose(dir, errorFirstLine(err));
     });
     this.watches.set(dir, { watcher, id, started: false, since: Date.now() });
     this.failed.delete(dir);

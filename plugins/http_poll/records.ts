@@ -10,6 +10,7 @@
 //   {"message": <line>, "parse_error": <why>}, as the file input does.
 // - text: each non-blank line a text event (a trailing \r removed).
 // - csv: each row a JSON object {column: value} (csv.ts).
+import { errorMessage } from "../../agent/errortext.ts";
 import { JsonStreamError, jsonArrayBatches, parseJsonArray, type JsonElement } from "../common/jsonstream.ts";
 import { CsvParser, columnNames, rowToJson } from "./csv.ts";
 import { isObject, valueAt } from "./paths.ts";
@@ -98,7 +99,7 @@ export class PageReader {
     try {
       doc = JSON.parse(text);
     } catch (err) {
-      throw new FormatError(`not valid JSON: ${messageOf(err)}`);
+      throw new FormatError(`not valid JSON: ${errorMessage(err)}`);
     }
     if (nextField) this.nextValue = valueAt(doc, nextField);
     let elements: JsonElement[];
@@ -200,7 +201,7 @@ function documentRecord(bytes: Uint8Array): PollRecord {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new FormatError(`not valid JSON: ${messageOf(err)}`);
+    throw new FormatError(`not valid JSON: ${errorMessage(err)}`);
   }
   return objectRecord(text, value);
 }
@@ -219,7 +220,7 @@ function ndjsonRecord(line: string): PollRecord {
     if (isObject(value)) return { kind: "json", text: line, value };
     why = `not a JSON object (${Array.isArray(value) ? "an array" : value === null ? "null" : typeof value})`;
   } catch (err) {
-    why = messageOf(err);
+    why = errorMessage(err);
   }
   const wrapped = { message: line, parse_error: why };
   return { kind: "json", text: JSON.stringify(wrapped), value: wrapped };
@@ -319,8 +320,4 @@ function dropCr(line: string): string {
 
 function stripBom(s: string): string {
   return s.charCodeAt(0) === 0xfeff ? s.slice(1) : s;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -4,6 +4,7 @@
 // on, so a bad body is refused as a whole and nothing is partially taken.
 import { InputError } from "../../agent/plugin.ts";
 import type { EventKind } from "../../agent/plugin.ts";
+import { errorFirstLine } from "../../agent/errortext.ts";
 
 /** The events of a submission, ready for the spool: JSON objects serialised on one line each, or text lines. */
 export interface Submission {
@@ -50,10 +51,6 @@ function decode(body: Uint8Array): string {
   } catch {
     throw new InputError("the body is not valid UTF-8");
   }
-}
-
-function message(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0]!;
 }
 
 function describe(value: unknown): string {
@@ -132,7 +129,7 @@ function fromJsonValue(value: unknown): Submission {
 
 function jsonError(err: unknown): InputError {
   if (err instanceof TooDeepError) return new InputError(`the JSON ${err.message}, at line ${err.line}`);
-  return new InputError(`invalid JSON: ${message(err)}`);
+  return new InputError(`invalid JSON: ${errorFirstLine(err)}`);
 }
 
 function parseJson(text: string): Submission {
@@ -155,7 +152,7 @@ function parseNdjson(text: string): Submission {
     try {
       value = jsonValue(line);
     } catch (err) {
-      throw new InputError(`line ${i + 1}: ${message(err)}`);
+      throw new InputError(`line ${i + 1}: ${errorFirstLine(err)}`);
     }
     if (!isObject(value)) throw new InputError(`line ${i + 1}: expected a JSON object, got ${describe(value)}`);
     // The line is kept as sent: it is already one line of valid JSON.
@@ -189,7 +186,7 @@ function parseSniffed(text: string): Submission {
     } catch (ndErr) {
       // One line: the JSON error says it best; several: it may be NDJSON with a bad line.
       if (text.trim().includes("\n")) {
-        throw new InputError(`neither JSON (${message(jsonErr)}) nor NDJSON (${message(ndErr)})`);
+        throw new InputError(`neither JSON (${errorFirstLine(jsonErr)}) nor NDJSON (${errorFirstLine(ndErr)})`);
       }
       throw jsonError(jsonErr);
     }

@@ -1,6 +1,7 @@
 // What a MISP JSON file holds: the events of a restSearch answer ({"response":[{"Event":..}]}),
 // of a single event ({"Event":{..}}) or of a list of them, each with the version (uuid +
 // timestamp) that identifies it.
+import { errorMessage } from "../../agent/errortext.ts";
 import { eventVersion, timestampOf, type EventVersion } from "../common/misp.ts";
 
 export interface FileEvent extends EventVersion {
@@ -17,7 +18,7 @@ export function documentEvents(text: string): FileEvent[] | string {
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return `not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+    return `not valid JSON (${errorMessage(err)})`;
   }
   let elements: unknown[];
   if (Array.isArray(doc)) elements = doc;
@@ -40,7 +41,7 @@ export function manifestEntries(text: string): Array<[string, number]> | string 
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return `not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+    return `not valid JSON (${errorMessage(err)})`;
   }
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) return "not a MISP feed manifest (expected an object of event uuid -> summary)";
   const entries: Array<[string, number]> = [];

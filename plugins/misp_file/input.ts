@@ -18,6 +18,7 @@ import type { Stats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
 import type { InputContext } from "../../agent/plugin.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import { runPolls, type PollResult } from "../common/poll.ts";
 import { SeenSet, seenSetState } from "../common/seen.ts";
 import { formatBytes } from "../../agent/units.ts";
@@ -180,7 +181,7 @@ export class MispFileInput {
     } catch (err) {
       if (errCode(err) === "ENOENT") return;
       // One file the agent may not look at must not hold up the others.
-      if (!this.statFailures.has(file)) this.report(`${file}: cannot be read (${messageOf(err)}); left in place`);
+      if (!this.statFailures.has(file)) this.report(`${file}: cannot be read (${errorMessage(err)}); left in place`);
       this.statFailures.add(file);
       return;
     }
@@ -199,7 +200,7 @@ export class MispFileInput {
       text = await readStable(file, st);
     } catch (err) {
       if (errCode(err) === "ENOENT") return;
-      return this.brokenFile(file, st, `cannot be read (${messageOf(err)})`);
+      return this.brokenFile(file, st, `cannot be read (${errorMessage(err)})`);
     }
     if (text === null) {
       this.counts.waiting++;
@@ -233,14 +234,14 @@ export class MispFileInput {
       st = await stat(manifest);
     } catch (err) {
       if (errCode(err) === "ENOENT") return;
-      return this.brokenManifest(mem, `error:${errCode(err)}`, manifest, `cannot be read (${messageOf(err)})`);
+      return this.brokenManifest(mem, `error:${errCode(err)}`, manifest, `cannot be read (${errorMessage(err)})`);
     }
     const version = statKey(st);
     if (mem.handled === version) return;
     if (st.size > opts.max_file_bytes) return this.brokenManifest(mem, version, manifest, `larger than max_file_bytes (${formatBytes(st.size)})`);
     if (!this.settled(st)) return;
     const text = await readStable(manifest, st).catch((err: unknown) => {
-      this.brokenManifest(mem, version, manifest, `cannot be read (${messageOf(err)})`);
+      this.brokenManifest(mem, version, manifest, `cannot be read (${errorMessage(err)})`);
       return undefined;
     });
     if (text === undefined) return;
@@ -291,7 +292,7 @@ export class MispFileInput {
     } catch (err) {
       const code = errCode(err) === "ENOENT" ? "missing" : `error:${errCode(err)}`;
       if (mem.held.get(file) !== code) {
-        this.report(code === "missing" ? `${file}: listed in the feed's manifest but not found` : `${file}: cannot be read (${messageOf(err)})`);
+        this.report(code === "missing" ? `${file}: listed in the feed's manifest but not found` : `${file}: cannot be read (${errorMessage(err)})`);
       }
       mem.held.set(file, code);
       return null;
@@ -309,7 +310,7 @@ export class MispFileInput {
     try {
       text = await readStable(file, st);
     } catch (err) {
-      return broken(`cannot be read (${messageOf(err)})`);
+      return broken(`cannot be read (${errorMessage(err)})`);
     }
     if (text === null) {
       this.counts.waiting++;
@@ -384,7 +385,7 @@ export class MispFileInput {
         const key = `${file}\u0000${mark?.size}:${mark?.mtime}`;
         if (this.actionFailures.has(key)) continue;
         this.actionFailures.add(key);
-        this.report(`${file}: its events are posted but it cannot be ${this.opts.after === "rename" ? "renamed" : "deleted"} (${messageOf(err)})`);
+        this.report(`${file}: its events are posted but it cannot be ${this.opts.after === "rename" ? "renamed" : "deleted"} (${errorMessage(err)})`);
       }
     }
     if (this.dirty) this.save();
@@ -459,8 +460,4 @@ function statKey(st: Stats): string {
 
 function errCode(err: unknown): string | undefined {
   return (err as { code?: string } | null)?.code;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

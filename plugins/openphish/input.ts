@@ -9,6 +9,7 @@
 import type { InputContext } from "../../agent/plugin.ts";
 import { runHttpPolls, warnShortInterval, WholeFeed, type FeedState } from "../common/feed.ts";
 import { basicAuth, type HttpClient, type HttpResponse, type Validators } from "../common/http.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import { redactText } from "../../agent/redact.ts";
 import { hashString } from "../common/seen.ts";
 import { DEFAULT_FEED_URL, type OpenphishOptions } from "./options.ts";
@@ -131,7 +132,7 @@ export class OpenphishInput {
     try {
       value = JSON.parse(line.text);
     } catch (err) {
-      return this.skip(counts, `line ${line.no} of the feed is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+      return this.skip(counts, `line ${line.no} of the feed is not valid JSON (${errorMessage(err)})`);
     }
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
       return this.skip(counts, `line ${line.no} of the feed is not a JSON object`);

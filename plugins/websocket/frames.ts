@@ -1,4 +1,5 @@
 // Turning websocket text frames into events: one JSON object per frame, or text lines.
+import { errorMessage } from "../../agent/errortext.ts";
 
 /**
  * JSON format: a frame holding a JSON object becomes that object as one line of JSON (the
@@ -11,7 +12,7 @@ export function frameToJsonLine(frame: string): string {
   try {
     value = JSON.parse(body);
   } catch (err) {
-    return JSON.stringify({ message: frame, parse_error: err instanceof Error ? err.message : String(err) });
+    return JSON.stringify({ message: frame, parse_error: errorMessage(err) });
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     const got = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;

@@ -33,6 +33,7 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { errorMessage } from "../../agent/errortext.ts";
 import { cpuSeconds, freePort, peakRssBytes, stopChild, waitForPort } from "./procstat.ts";
 import { seqOfSshdLine, writeSshdLog } from "./sshd-lines.ts";
 import {
@@ -460,7 +461,7 @@ async function runOnce(scenario: Scenario, product: ProductId, run: number): Pro
     if (got.problems.length) throw new Error(got.problems.join("; "));
     result.ok = true;
   } catch (err) {
-    result.error = (err as Error).message;
+    result.error = errorMessage(err);
     await stopChild(child, 5_000);
     if (loggen) await stopChild(loggen.child, 1_000);
     const log = tail(join(dir, "product.log"));
