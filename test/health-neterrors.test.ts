@@ -13,7 +13,7 @@ import { inputPlugins } from "../plugins/index.ts";
 import { HttpClient, HttpError } from "../plugins/common/http.ts";
 import { hostPort, networkErrorText } from "../agent/neterrors.ts";
 import { createLogger } from "../agent/log.ts";
-import { makeTestCerts, OPENSSL } from "../plugins/syslog/test-certs.ts";
+import { makeTestCerts, OPENSSL } from "../plugins/syslog/certs.testutil.ts";
 import { until } from "./until.ts";
 
 const RUNTIME_WORDS = /Is the computer able|verbose: true|error sending request|client error|fetch failed|os error/i;

@@ -9,7 +9,8 @@ import { createSocket } from "node:dgram";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import fc from "fast-check";
-import plugin, { DEFAULT_LIMITS } from "./index.ts";
+import plugin from "./index.ts";
+import { DEFAULT_LIMITS } from "./batcher.ts";
 import { eventTail, parseSyslog, writeSyslogEvent, type SyslogEvent } from "./parse.ts";
 import { JsonLineBuffer } from "./json-lines.ts";
 import { SyslogFramer, type MessageSink } from "./framer.ts";
@@ -17,12 +18,12 @@ import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { createLogger, silentLogger } from "../../agent/log.ts";
-import { LOGGEN, loggen, sendTcp, split, withInput, type EmitFault } from "./input-harness.ts";
+import { LOGGEN, loggen, sendTcp, split, withInput, type EmitFault } from "./input.testutil.ts";
 import { Throttled } from "./throttled.ts";
 import { KernelUdpDrops, parseUdpTable } from "./kernel-drops.ts";
 import { until } from "../../test/until.ts";
 
-const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures/syslog");
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 /** A framer sink that keeps a copy of each message. */

@@ -6,15 +6,9 @@ import { readFile } from "node:fs/promises";
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import type { TlsOptions } from "node:tls";
 import { FatalInputError } from "../../agent/plugin.ts";
+import type { SyslogOptions } from "./options.ts";
 
-export type TlsMinVersion = "TLSv1.2" | "TLSv1.3";
-
-export interface TlsFileOptions {
-  tls_cert?: string;
-  tls_key?: string;
-  tls_ca?: string;
-  tls_min_version: TlsMinVersion;
-}
+export type TlsFileOptions = Pick<SyslogOptions, "tls_cert" | "tls_key" | "tls_ca" | "tls_min_version">;
 
 /** What the listeners need: node:tls server options, and when the certificate expires. */
 export interface TlsMaterial {
