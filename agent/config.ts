@@ -144,6 +144,7 @@ export function inputSchemaFor(plugin: InputPlugin) {
   return checks.length > 0 ? merged.check(...checks) : merged;
 }
 
+/** When a batch is cut into an upload ([api.batch] or an input's batch table): the forwarder reads these. */
 export interface BatchLimits {
   maxEvents: number;
   maxBytes: number;

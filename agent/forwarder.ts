@@ -23,6 +23,7 @@
 import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, parseRetryAfter, sleep } from "./backoff.ts";
+import type { BatchLimits } from "./config.ts";
 import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
 import { errorMessage } from "./errortext.ts";
 import { networkErrorText } from "./neterrors.ts";
@@ -44,12 +45,6 @@ export interface ApiOptions {
   timeoutMs: number;
   concurrency: number;
   tlsVerify: boolean;
-}
-
-export interface BatchLimits {
-  maxEvents: number;
-  maxBytes: number;
-  maxWaitMs: number;
 }
 
 export type OutputState = "ok" | "retrying" | "unauthorized" | "failing";

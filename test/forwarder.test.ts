@@ -7,7 +7,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Forwarder, routeKey, type ApiOptions, type BatchLimits, type ForwarderOptions, type RetryOptions, type RouteMeta } from "../agent/forwarder.ts";
+import type { BatchLimits } from "../agent/config.ts";
+import { Forwarder, routeKey, type ApiOptions, type ForwarderOptions, type RetryOptions, type RouteMeta } from "../agent/forwarder.ts";
 import { parseRetryAfter } from "../agent/backoff.ts";
 import { silentLogger } from "../agent/log.ts";
 import { serve, type Served } from "../agent/serve.ts";
