@@ -18,7 +18,7 @@ import { silentLogger } from "../../agent/log.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { drainSpool, runInput } from "../../test/plugin-harness.ts";
 
-const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const enc = (s: string) => new TextEncoder().encode(s);
 const lines = (prefix: string, from: number, to: number) => {
   const out: string[] = [];
@@ -295,7 +295,7 @@ test("text: lines written in pieces arrive whole; the unfinished last line waits
 
 test("json: cowrie events pass through as written; a broken line becomes a parse_error event", async () => {
   await withEnv(async (env) => {
-    const cowrie = (await readFile(join(FIXTURES, "cowrie/cowrie.json"), "utf8")).trimEnd().split("\n");
+    const cowrie = (await readFile(join(FIXTURES, "cowrie.json"), "utf8")).trimEnd().split("\n");
     const path = join(env.dir, "cowrie.json");
     await writeFile(path, text(cowrie) + '{"eventid":"cowrie.login.failed","username":\n');
     env.start({ paths: [path], format: "json" });

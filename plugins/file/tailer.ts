@@ -34,7 +34,7 @@ import { sleep } from "../../agent/backoff.ts";
 import { LineSplitter, toJsonEvents, toMessageEvents } from "./lines.ts";
 import { MultilineJoiner } from "./multiline.ts";
 import { codecFor } from "./encoding.ts";
-import type { Codec, EncodingName } from "./encoding.ts";
+import type { Codec } from "./encoding.ts";
 import { openFilesCap, openFilesLimit } from "./fdlimit.ts";
 import { FileFd } from "./handle.ts";
 import {
@@ -44,22 +44,7 @@ import type { Fingerprint } from "./identity.ts";
 import type { FileCheckpoint, FileInputState } from "./state.ts";
 import { DirWatchers, EVENTS_MAY_BE_LOST } from "./watch.ts";
 import { COPY_WINDOW_MS, mayBeCopyOf, mayHaveBeenEmptied } from "./emptied.ts";
-
-export interface TailOptions {
-  paths: string[];
-  exclude: string[];
-  start_at: "beginning" | "end";
-  format: "text" | "json";
-  glob_interval: number;
-  poll_interval: number;
-  max_line_bytes: number;
-  read_bytes: number;
-  close_inactive: number;
-  encoding: EncodingName;
-  multiline?: { start_pattern: string; timeout: number };
-  close_removed_after: number;
-  max_open_files: number;
-}
+import type { FileOptions } from "./options.ts";
 
 export type { FileCheckpoint, FileInputState };
 
@@ -330,7 +315,7 @@ export class FileTailer {
   /** Ends the loop's current sleep early (a watch event brought work). */
   private wakeLoop: (() => void) | null = null;
 
-  constructor(private readonly opts: TailOptions, private readonly ctx: InputContext<FileInputState>) {
+  constructor(private readonly opts: FileOptions, private readonly ctx: InputContext<FileInputState>) {
     this.buf = new Uint8Array(opts.read_bytes);
     this.codec = codecFor(opts.encoding);
     this.startPattern = opts.multiline ? new RegExp(opts.multiline.start_pattern) : null;
