@@ -9,8 +9,12 @@ import { until } from "../../test/until.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
-const FIXTURES = new URL("../../test/fixtures/http_poll/", import.meta.url);
-const fixture = (name: string) => readFile(new URL(name, FIXTURES));
+const FIXTURES = new URL("testdata/", import.meta.url);
+// Feeds in the format of an input of their own keep their one copy in that input's testdata/.
+const OPENPHISH = new URL("../openphish/testdata/", import.meta.url);
+const PHISHTANK = new URL("../phishtank/testdata/", import.meta.url);
+const MISP = new URL("../../test/fixtures/misp/", import.meta.url);
+const fixture = (name: string, dir = FIXTURES) => readFile(new URL(name, dir));
 
 // ---- a local API server ----------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ test("a restart waits out the interval from the last poll; a changed URL is aske
 });
 
 test("dedup_key: a known key with changed content is posted again, an unchanged one is not (PhishTank records)", async () => {
-  const dump = JSON.parse((await fixture("phishtank-online-valid.json")).toString()) as Array<Record<string, unknown>>;
+  const dump = JSON.parse((await fixture("online-valid.json", PHISHTANK)).toString()) as Array<Record<string, unknown>>;
   let body = JSON.stringify(dump);
   await withApi(() => json(body), async (api) => {
     await withEnv(async (env) => {
@@ -222,7 +226,7 @@ test("json: an object answer is one record, a pretty-printed one is put on one l
 });
 
 test("ndjson: each line an object event; a broken line is posted as message + parse_error (OpenPhish premium feed)", async () => {
-  const premium = (await fixture("openphish-premium.jsonl")).toString().trim();
+  const premium = (await fixture("premium.jsonl", OPENPHISH)).toString().trim();
   const body = `${premium}\r\n\n{"broken": \n[1,2]\n`;
   await withApi(() => ({ headers: { "content-type": "application/x-ndjson" }, body }), async (api) => {
     await withEnv(async (env) => {
@@ -239,7 +243,7 @@ test("ndjson: each line an object event; a broken line is posted as message + pa
 });
 
 test("text: each non-empty line a text event, CRLF handled; a new line later is the only one posted (OpenPhish feed)", async () => {
-  let feed = (await fixture("openphish-feed.txt")).toString().replaceAll("\n", "\r\n");
+  let feed = (await fixture("feed.txt", OPENPHISH)).toString().replaceAll("\n", "\r\n");
   await withApi(() => ({ headers: { "content-type": "text/plain" }, body: feed }), async (api) => {
     await withEnv(async (env) => {
       const r = env.start({ url: `${api.base}/feed.txt`, format: "text", dedup_key: "line", ...FAST });
@@ -393,7 +397,7 @@ test("conditional GET: the ETag is sent back, a 304 posts nothing, and the valid
 });
 
 test("compressed answers: a gzip body (by magic bytes, or Content-Encoding) and a bzip2 one are undone", async () => {
-  const ndjson = await fixture("openphish-premium.jsonl");
+  const ndjson = await fixture("premium.jsonl", OPENPHISH);
   const bz2 = await fixture("openphish-premium.jsonl.bz2");
   await withApi((req): Answer => {
     if (req.url === "/feed.jsonl.gz") return { headers: { "content-type": "application/gzip" }, body: gzipSync(ndjson) };
@@ -412,7 +416,7 @@ test("compressed answers: a gzip body (by magic bytes, or Content-Encoding) and 
 });
 
 test("POST with a JSON body and an auth header checked by the server (MISP restSearch answer)", async () => {
-  const misp = await fixture("misp-events-restSearch.json");
+  const misp = await fixture("events-restSearch.json", MISP);
   const query = '{"returnFormat": "json", "published": true, "limit": 50}';
   await withApi((req) => {
     if (req.method !== "POST" || req.headers.authorization !== "MISPKEY0123456789" || req.body !== query || req.headers["content-type"] !== "application/json") {

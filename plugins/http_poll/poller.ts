@@ -14,7 +14,7 @@ import { SeenSet, hashString, seenSetState, stringHash } from "../common/seen.ts
 import { JsonStreamError } from "../common/jsonstream.ts";
 import { DecompressError } from "../common/decompress.ts";
 import { errorMessage } from "../../agent/errortext.ts";
-import type { HttpPollOptions } from "./index.ts";
+import type { HttpPollOptions } from "./options.ts";
 import { CsvError } from "./csv.ts";
 import { Dedup, type DedupMode } from "./dedup.ts";
 import { nextLink } from "./paths.ts";
