@@ -13,7 +13,7 @@ const FIXTURES = new URL("testdata/", import.meta.url);
 // Feeds in the format of an input of their own keep their one copy in that input's testdata/.
 const OPENPHISH = new URL("../openphish/testdata/", import.meta.url);
 const PHISHTANK = new URL("../phishtank/testdata/", import.meta.url);
-const MISP = new URL("../../test/fixtures/misp/", import.meta.url);
+const MISP = new URL("../misp_api/testdata/", import.meta.url);
 const fixture = (name: string, dir = FIXTURES) => readFile(new URL(name, dir));
 
 // ---- a local API server ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import { WaitError, type PollResult } from "../common/poll.ts";
 import { hashString, SeenSet, seenSetState, stringHash } from "../common/seen.ts";
 import { eventVersion } from "../common/misp.ts";
 import { pageEvents } from "./events.ts";
-import type { MispApiOptions } from "./index.ts";
+import type { MispApiOptions } from "./options.ts";
 
 /** The saved state: the input's state schema. */
 export const mispApiState = z.strictObject({
@@ -35,9 +35,6 @@ export const mispApiState = z.strictObject({
 });
 
 export type MispApiState = z.infer<typeof mispApiState>;
-
-/** Body keys the input sets itself; a filter must not override them. */
-export const RESERVED_FILTERS = new Set(["returnFormat", "timestamp", "limit", "page"]);
 
 const BATCH = 1000;
 /** During a long poll the seen-set is saved at most this often (and always at its end). */

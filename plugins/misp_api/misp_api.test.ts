@@ -9,7 +9,7 @@ import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpSe
 import { until } from "../../test/until.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
-const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
+const FIXTURES = new URL("testdata/", import.meta.url);
 const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];
 const ERROR_403 = readFileSync(new URL("error-403.json", FIXTURES), "utf8");
 const KEY = "Xk9QmZ2vT7rLw4sNcY8bHd1fGj6pAe3uKo5iRt0x";

@@ -9,8 +9,9 @@ import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 import { SeenSet } from "../common/seen.ts";
 
-const FIXTURES = new URL("../../test/fixtures/misp/", import.meta.url);
-const TEMPLATE = JSON.parse(readFileSync(new URL("events-restSearch.json", FIXTURES), "utf8")).response[0];
+const FIXTURES = new URL("testdata/", import.meta.url);
+/** A restSearch answer: its one copy is with the misp_api input, which reads that format from MISP. */
+const TEMPLATE = JSON.parse(readFileSync(new URL("../misp_api/testdata/events-restSearch.json", import.meta.url), "utf8")).response[0];
 const MANIFEST_ENTRY = Object.values(JSON.parse(readFileSync(new URL("feed-manifest.json", FIXTURES), "utf8")))[0] as Record<string, unknown>;
 
 type MispEvent = { Event: Record<string, any> };

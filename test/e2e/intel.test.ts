@@ -20,7 +20,6 @@ import {
   type InputStatus, type RunningAgent,
 } from "./helpers.ts";
 
-const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 const BZIP2 = ["/usr/bin/bzip2", "/bin/bzip2"].find((p) => existsSync(p));
 
 const PHISHTANK_USER = "e2e-analyst";
@@ -28,7 +27,6 @@ const PHISHTANK_KEY = "e2e0app0key0c0ffee";
 /** A MISP automation key is 40 characters; it goes out raw in Authorization. */
 const MISP_KEY = "Xk2bN7qLr4TzW9mVc3HsDf8GjP1aYe6uR0oQiE5w";
 
-const fixture = (path: string) => readFileSync(join(FIXTURES, path), "utf8");
 /** A file of a plugin's own test data (plugins/<type>/testdata/). */
 const pluginTestdata = (plugin: string, name: string) => readFileSync(fileURLToPath(new URL(`../../plugins/${plugin}/testdata/${name}`, import.meta.url)), "utf8");
 
@@ -171,7 +169,7 @@ type MispEvent = { Event: Record<string, unknown> & { uuid: string; timestamp: s
 
 /** An event shaped as the fixture's restSearch answer, with its own id, uuid and timestamp. */
 function mispEvent(i: number, timestamp: number, extra: Record<string, unknown> = {}): MispEvent {
-  const template = (JSON.parse(fixture("misp/events-restSearch.json")) as { response: MispEvent[] }).response[0]!.Event;
+  const template = (JSON.parse(pluginTestdata("misp_api", "events-restSearch.json")) as { response: MispEvent[] }).response[0]!.Event;
   const uuid = `5f8a3c1e-8d4c-4b7a-9a51-${String(i).padStart(12, "0")}`;
   const attributes = (template.Attribute as Array<Record<string, unknown>>).map((a, k) => ({
     ...a,
@@ -231,7 +229,7 @@ function mispSearch(events: () => MispEvent[], violations: string[]) {
     }
     if (req.headers.authorization !== MISP_KEY) {
       violations.push(`MISP asked with Authorization ${JSON.stringify(req.headers.authorization)}`);
-      return { status: 403, headers: json, body: fixture("misp/error-403.json") };
+      return { status: 403, headers: json, body: pluginTestdata("misp_api", "error-403.json") };
     }
     let q: SearchBody;
     try {
@@ -466,7 +464,7 @@ max_rows = 25
     const writeFeed = (events: MispEvent[]) => {
       for (const e of events) writeJson(join(feedDir, `${e.Event.uuid}.json`), e);
       const manifest: Record<string, unknown> = {};
-      const summary = JSON.parse(fixture("misp/feed-manifest.json")) as Record<string, Record<string, unknown>>;
+      const summary = JSON.parse(pluginTestdata("misp_file", "feed-manifest.json")) as Record<string, Record<string, unknown>>;
       const template = Object.values(summary)[0]!;
       for (const e of events) manifest[e.Event.uuid] = { ...template, info: e.Event.info, timestamp: e.Event.timestamp };
       writeJson(join(feedDir, "manifest.json"), manifest);
@@ -476,7 +474,7 @@ max_rows = 25
     writeJson(join(drop, "events-list.json"), [ev[6], ev[7], ev[8], ev[1]]); // ev[1] also in the export: posted once
     let feedEvents = ev.slice(9, 13);
     writeFeed(feedEvents);
-    const restSearchFixture = fixture("misp/events-restSearch.json");
+    const restSearchFixture = pluginTestdata("misp_api", "events-restSearch.json");
     writeFileSync(join(drop, "broken.json"), restSearchFixture.slice(0, Math.floor(restSearchFixture.length / 2))); // an export cut short
 
     const dbPath = join(dir, "intel.sqlite");
