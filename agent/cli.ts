@@ -9,6 +9,7 @@ import { Agent, AlreadyRunningError } from "./agent.ts";
 import type { InputPlugins } from "./plugin.ts";
 import { ConfigError, defaultConfigPath, describeResolvedPaths, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
 import { errorMessage } from "./errortext.ts";
+import { bunGlobal, denoGlobal, isBun } from "./runtime/detect.ts";
 import { createLogger, RotatingFileSink, stderrSink, type RootLogger } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
 import { ServiceSignals } from "./signals.ts";
@@ -319,7 +320,7 @@ const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
 /** The commented starter config: packaging/agent.config.toml, which the .deb installs as
  *  /etc/cybexp-agent/agent.config.toml; the compiled executable carries it inside. */
 export async function starterConfig(): Promise<string> {
-  if ((globalThis as { Bun?: unknown }).Bun) return (await import("../packaging/agent.config.toml", { with: { type: "text" } })).default as unknown as string;
+  if (isBun()) return (await import("../packaging/agent.config.toml", { with: { type: "text" } })).default as unknown as string;
   // Deno imports text only behind an unstable flag; the source tree has the file beside it
   return readFileSync(fileURLToPath(new URL("../packaging/agent.config.toml", import.meta.url)), "utf8");
 }
@@ -404,10 +405,10 @@ async function callDaemon(
 
 /** How to run this same program again: compiled binary, Bun on the source, or Deno on the source. */
 export function selfCommand(args: string[]): { cmd: string; args: string[] } {
-  const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
+  const deno = denoGlobal();
   const main = fileURLToPath(new URL("./main.ts", import.meta.url));
   if (deno) return { cmd: deno.execPath(), args: ["run", "-A", main, ...args] };
-  const bunMain = (globalThis as { Bun?: { main: string } }).Bun?.main ?? "";
+  const bunMain = bunGlobal()?.main ?? "";
   if (bunMain.startsWith("/$bunfs/") || import.meta.url.includes("$bunfs")) return { cmd: process.execPath, args };
   return { cmd: process.execPath, args: [main, ...args] };
 }

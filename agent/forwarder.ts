@@ -27,6 +27,7 @@ import type { BatchLimits } from "./config.ts";
 import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
 import { errorMessage } from "./errortext.ts";
 import { networkErrorText } from "./neterrors.ts";
+import { isBun } from "./runtime/detect.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool, SpoolRecord } from "./spool/index.ts";
@@ -1031,7 +1032,7 @@ export class Forwarder {
   }
 
   private checkTls(): void {
-    if (this.api.tlsVerify || this.warnedTls || (globalThis as any).Bun) return;
+    if (this.api.tlsVerify || this.warnedTls || isBun()) return;
     this.warnedTls = true;
     this.log.warn(TLS_WARNING);
   }

@@ -1,6 +1,7 @@
 // A minimal HTTP server over whichever runtime we are on: Bun.serve under Bun, Deno.serve
 // under Deno. Both take a web-standard fetch handler, so callers stay runtime-neutral.
 import { errorMessage } from "./errortext.ts";
+import { bunGlobal, denoGlobal } from "./runtime/detect.ts";
 
 export interface Served {
   port: number;
@@ -22,9 +23,9 @@ export type FetchHandler = (req: Request, info: { remoteAddress: string }) => Re
 const DEFAULT_MAX_BODY = 2 * 1024 ** 3;
 
 export function serve(fetch: FetchHandler, opts: ServeOptions): Promise<Served> {
-  const bun = (globalThis as any).Bun;
+  const bun = bunGlobal();
   if (bun?.serve) return serveBun(bun, fetch, opts);
-  const deno = (globalThis as any).Deno;
+  const deno = denoGlobal();
   if (deno?.serve) return serveDeno(deno, fetch, opts);
   return Promise.reject(new Error("no HTTP server available: run under Bun or Deno"));
 }

@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { formatStatus, plural, starterConfig, starterForInit, wrap } from "../agent/cli.ts";
+import { isDeno as underDeno } from "../agent/runtime/detect.ts";
 
 const mainTs = fileURLToPath(new URL("../agent/main.ts", import.meta.url));
-const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+const isDeno = underDeno();
 function cli(args: string[]) {
   const r = spawnSync(process.execPath, [...(isDeno ? ["run", "-A"] : []), mainTs, ...args], { encoding: "utf8", env: { PATH: process.env.PATH } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };

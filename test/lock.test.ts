@@ -12,6 +12,7 @@ import { inputPlugins } from "../plugins/index.ts";
 import { DataDirLock } from "../agent/lock.ts";
 import { createLogger } from "../agent/log.ts";
 import { until } from "./until.ts";
+import { isDeno } from "../agent/runtime/detect.ts";
 
 const lockUrl = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), "..", "agent", "lock.ts")).href;
 const dirs: string[] = [];
@@ -50,8 +51,7 @@ try {
   console.log(JSON.stringify({ refused: err.message, pid: err.pid }));
 }
 `);
-  const isDeno = (globalThis as any).Deno !== undefined;
-  const args = [...(isDeno ? ["run", "-A"] : []), script, mode, dataDir, String(goAt)];
+  const args = [...(isDeno() ? ["run", "-A"] : []), script, mode, dataDir, String(goAt)];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   let out = "", err = "";

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
 import { buildUploadBody, indexOfBytes, type RouteMeta } from "../agent/upload.ts";
+import { isBun as underBun } from "../agent/runtime/detect.ts";
 
 const TOKEN = "t0ken-for-tests";
 const enc = new TextEncoder();
@@ -200,7 +201,7 @@ describe("receiver CLI", () => {
     const dir = await mkdtemp(join(tmpdir(), "receiver-cli-"));
     const script = new URL("../scripts/receiver.ts", import.meta.url).pathname;
     const args = ["--port", "0", "--dir", dir, "--token", TOKEN, "--fail-status", "502", "--fail-for", "300ms"];
-    const isBun = Boolean((globalThis as any).Bun);
+    const isBun = underBun();
     const child = spawn(process.execPath, isBun ? [script, ...args] : ["run", "-A", "--no-check", script, ...args], {
       stdio: ["ignore", "pipe", "inherit"],
     });

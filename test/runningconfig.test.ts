@@ -12,6 +12,7 @@ import { isNoSpace } from "../agent/fserrors.ts";
 import { Reserve } from "../agent/reserve.ts";
 import { readRunningConfig, removeRunningConfig, runningConfigPath, writeRunningConfig } from "../agent/runningconfig.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
+import { isDeno } from "../agent/runtime/detect.ts";
 
 const rc = { pid: process.pid, url: "http://127.0.0.1:8765", token: "tok" };
 
@@ -97,8 +98,7 @@ console.log("alive");
 `);
     disk.fill(64 * 1024);
     const logFd = openSync(join(disk.dir, "agent.log"), "a");
-    const isDeno = (globalThis as any).Deno !== undefined;
-    const child = spawn(process.execPath, [...(isDeno ? ["run", "-A"] : []), script], { stdio: ["ignore", "pipe", logFd] });
+    const child = spawn(process.execPath, [...(isDeno() ? ["run", "-A"] : []), script], { stdio: ["ignore", "pipe", logFd] });
     closeSync(logFd);
     let out = "";
     child.stdout!.on("data", (b) => (out += b));

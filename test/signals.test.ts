@@ -8,9 +8,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { until } from "./until.ts";
+import { isDeno as underDeno } from "../agent/runtime/detect.ts";
 
 const mainTs = fileURLToPath(new URL("../agent/main.ts", import.meta.url));
-const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+const isDeno = underDeno();
 
 test(`run under ${isDeno ? "Deno" : "Bun"}: SIGHUP reloads (also during start-up), SIGUSR2/SIGQUIT/SIGPIPE${isDeno ? "" : "/SIGUSR1"} leave it running, SIGTERM stops it gracefully`, async () => {
   const d = mkdtempSync(join(tmpdir(), "signals-"));

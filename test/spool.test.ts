@@ -8,6 +8,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { Spool, HEADER_BYTES, type SpoolOptions, type SpoolRecord } from "../agent/spool/index.ts";
 import { createLogger, silentLogger } from "../agent/log.ts";
 import { crc32, crc32Table } from "../agent/spool/crc32.ts";
+import { isDeno } from "../agent/runtime/detect.ts";
 
 const dec = new TextDecoder();
 const dirs: string[] = [];
@@ -510,8 +511,7 @@ for (let i = 0; ; i++) {
 }
 `);
     const spoolDir = path.join(dir, "spool");
-    const isDeno = (globalThis as any).Deno !== undefined;
-    const args = isDeno ? ["run", "-A", script, spoolDir] : [script, spoolDir];
+    const args = isDeno() ? ["run", "-A", script, spoolDir] : [script, spoolDir];
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     let lastReported = -1;
     let buffered = "";

@@ -3,6 +3,7 @@
 // under Deno (needs --allow-ffi, which -A gives). This is the one place that knows the
 // difference; callers get a plain function or the reason there is none.
 import { errorMessage } from "../errortext.ts";
+import { denoGlobal, isBun } from "./detect.ts";
 
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
@@ -27,8 +28,7 @@ export function loadFlock(): Promise<FlockLoad> {
 
 async function load(): Promise<FlockLoad> {
   if (process.platform !== "linux") return { unavailable: `flock through FFI is wired for Linux only (this is ${process.platform})` };
-  const g = globalThis as { Bun?: unknown; Deno?: any };
-  if (g.Bun) {
+  if (isBun()) {
     const ffi = await import("bun:ffi");
     const lib = ffi.dlopen(LIBC, {
       flock: { args: [ffi.FFIType.i32, ffi.FFIType.i32], returns: ffi.FFIType.i32 },
@@ -37,8 +37,8 @@ async function load(): Promise<FlockLoad> {
     const errno = () => ffi.read.i32(lib.symbols.__errno_location()!, 0);
     return { flock: (fd, op) => (lib.symbols.flock(fd, op) === 0 ? 0 : errno()) };
   }
-  if (g.Deno?.dlopen) {
-    const Deno = g.Deno;
+  const Deno = denoGlobal();
+  if (Deno?.dlopen) {
     const lib = Deno.dlopen(LIBC, {
       flock: { parameters: ["i32", "i32"], result: "i32" },
       __errno_location: { parameters: [], result: "pointer" },

@@ -4,6 +4,7 @@
 // version ~0.3 GB/s; for 150-byte records both native ones cost ~60 ns a call.
 // Bun.hash.crc32 is only trusted after it reproduces zlib's value for a known input.
 import * as zlib from "node:zlib";
+import { bunGlobal } from "../runtime/detect.ts";
 
 export type Crc32 = (data: Uint8Array) => number;
 
@@ -29,7 +30,7 @@ const CHECK_INPUT = new TextEncoder().encode("123456789");
 const CHECK_VALUE = 0xcbf43926;
 
 function pickCrc32(): { name: string; fn: Crc32 } {
-  const bunCrc = (globalThis as any).Bun?.hash?.crc32 as ((d: Uint8Array) => number) | undefined;
+  const bunCrc = bunGlobal()?.hash?.crc32 as ((d: Uint8Array) => number) | undefined;
   if (typeof bunCrc === "function") {
     try {
       if (bunCrc(CHECK_INPUT) >>> 0 === CHECK_VALUE) return { name: "bun", fn: (d) => bunCrc(d) >>> 0 };

@@ -22,6 +22,7 @@ const loadFflate = () => import("fflate");
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { errorMessageOrName } from "../../agent/errortext.ts";
+import { isBun } from "../../agent/runtime/detect.ts";
 import { bunzip2Stream } from "./bzip2.ts";
 
 export type Compression = "none" | "gzip" | "bzip2" | "zip";
@@ -159,7 +160,7 @@ export function decompressFile(path: string, opts: DecompressOptions = {}): Prom
 function transformFor(kind: Exclude<Compression, "none">, opts: DecompressOptions): ReadableWritablePair<Uint8Array, Uint8Array> {
   switch (kind) {
     case "gzip":
-      return (globalThis as any).Bun ? (new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>) : gunzipTransform();
+      return isBun() ? (new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>) : gunzipTransform();
     case "bzip2":
       return bunzip2Stream();
     case "zip":

@@ -18,6 +18,7 @@ import { redactText, redactUrl } from "../../agent/redact.ts";
 import { jsonArrayBatches } from "./jsonstream.ts";
 import { createLogger } from "../../agent/log.ts";
 import { VERSION } from "../../agent/version.ts";
+import { isBun } from "../../agent/runtime/detect.ts";
 
 const enc = new TextEncoder();
 const KEY = "s3cr3t-api-key-0123456789";
@@ -399,7 +400,7 @@ test("TLS: a private CA through ca_file is trusted; without it the certificate i
       const warnings: string[] = [];
       const log = createLogger("warn", { write: (l) => warnings.push(JSON.parse(l).msg) });
       const unverified = new HttpClient({ tlsVerify: false, log, timeoutMs: 5000 });
-      if ((globalThis as { Bun?: unknown }).Bun) {
+      if (isBun()) {
         assert.equal(await (await unverified.request(`${s.base}/feed`)).text(), "over tls");
         assert.deepEqual(warnings, []);
       } else {

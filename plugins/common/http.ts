@@ -38,6 +38,7 @@ export { HttpError, type HttpErrorKind } from "./httperror.ts";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "../../agent/plugin.ts";
 import { networkErrorText, withoutRuntimeWords } from "../../agent/neterrors.ts";
+import { denoGlobal, isBun } from "../../agent/runtime/detect.ts";
 import { VERSION } from "../../agent/version.ts";
 import { compressionFromHints, decompress, type Compression } from "./decompress.ts";
 
@@ -322,7 +323,7 @@ export class HttpClient {
       if (this.tlsVerify && ca === undefined) return {};
       return { tls: { rejectUnauthorized: this.tlsVerify, ...(ca !== undefined ? { ca } : {}) } };
     }
-    const deno = (globalThis as any).Deno;
+    const deno = denoGlobal();
     if (ca !== undefined && deno?.createHttpClient) {
       this.denoClient = deno.createHttpClient({ caCerts: [ca] });
       return { client: this.denoClient };
@@ -463,10 +464,6 @@ function messageOf(err: unknown): string {
     return cause instanceof Error && cause.message && !own.includes(cause.message) ? `${own} (${cause.message})` : own;
   }
   return String(err);
-}
-
-function isBun(): boolean {
-  return Boolean((globalThis as any).Bun);
 }
 
 function safeDecode(s: string): string {

@@ -11,6 +11,7 @@ import { statSync, watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
 import { basename } from "node:path";
 import { errorFirstLine } from "../../agent/errortext.ts";
+import { isDeno } from "../../agent/runtime/detect.ts";
 
 /** An entry of `dir` appeared, went or was renamed ("rename"), or was written to ("change"); name null: unknown (look at the whole directory). */
 export type WatchListener = (dir: string, type: string, name: string | null) => void;
@@ -45,7 +46,7 @@ function dirId(dir: string): string | null {
  * (an event without a name), which Bun passes on; Deno's watcher drops events of a burst
  * (thousands of files created at once) without telling.
  */
-export const EVENTS_MAY_BE_LOST = "Deno" in globalThis;
+export const EVENTS_MAY_BE_LOST = isDeno();
 
 export class DirWatchers {
   private readonly watches = new Map<string, Watch>();

@@ -22,6 +22,7 @@ import { LOGGEN, loggen, sendTcp, split, withInput, type EmitFault } from "./inp
 import { Throttled } from "./throttled.ts";
 import { KernelUdpDrops, parseUdpTable } from "./kernel-drops.ts";
 import { until } from "../../test/until.ts";
+import { isDeno } from "../../agent/runtime/detect.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -625,7 +626,7 @@ test("loggen: 20,000 RFC 5424 octet-counted over TCP, 5,000 RFC 3164 LF over TCP
     const udp = String(t.addr("udp").port);
     // Deno's node:dgram receives only a few hundred datagrams a second (a known limit of the
     // input under Deno, see README), so there the UDP part is smaller and slower.
-    const deno = !!(globalThis as { Deno?: unknown }).Deno;
+    const deno = isDeno();
     const udpCount = deno ? 200 : 2000;
     await loggen(["--inet", "--dgram", "--rate", deno ? "100" : "20000", "--number", String(udpCount), "127.0.0.1", udp]);
     await loggen(["--inet", "--stream", "--syslog-proto", "--sdata", '[origin@32473 ip="192.0.2.1" software="loggen"]', "--size", "200", "--rate", "200000", "--number", "20000", "127.0.0.1", tcp]);

@@ -20,11 +20,12 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { createLogger, silentLogger } from "../../agent/log.ts";
 import { until } from "../../test/until.ts";
+import { isDeno } from "../../agent/runtime/detect.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const enc = (s: string) => new TextEncoder().encode(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const DENO = "Deno" in globalThis;
+const DENO = isDeno();
 const NO_OPENSSL = OPENSSL ? false : "the openssl CLI is not installed (apt-get install openssl)";
 
 let dir = "";

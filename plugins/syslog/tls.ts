@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import type { TlsOptions } from "node:tls";
 import { FatalInputError } from "../../agent/plugin.ts";
+import { isDeno } from "../../agent/runtime/detect.ts";
 import type { SyslogOptions } from "./options.ts";
 
 export type TlsFileOptions = Pick<SyslogOptions, "tls_cert" | "tls_key" | "tls_ca" | "tls_min_version">;
@@ -21,7 +22,7 @@ export interface TlsMaterial {
  * backpressure) and, once data has piled up there, never delivers the end of the stream. So
  * TLS sockets are paused only where pause() stops reading.
  */
-export const TLS_PAUSE_STOPS_READING = !("Deno" in globalThis);
+export const TLS_PAUSE_STOPS_READING = !isDeno();
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 

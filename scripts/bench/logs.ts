@@ -34,6 +34,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { errorMessage } from "../../agent/errortext.ts";
+import { isBun } from "../../agent/runtime/detect.ts";
 import { cpuSeconds, freePort, peakRssBytes, stopChild, waitForPort } from "./procstat.ts";
 import { seqOfSshdLine, writeSshdLog } from "./sshd-lines.ts";
 import {
@@ -41,7 +42,7 @@ import {
 } from "./syslog-ng/config.ts";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const BUN = (globalThis as any).Bun ? process.execPath : join(ROOT, "node_modules/.bin/bun");
+const BUN = isBun() ? process.execPath : join(ROOT, "node_modules/.bin/bun");
 const TOKEN = "bench-token";
 const HOST = "127.0.0.1";
 const ORGID = "bench-org";

@@ -22,9 +22,10 @@ import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import { runtimeName } from "../../agent/runtime/detect.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const runtime = (globalThis as any).Deno ? "deno" : (globalThis as any).Bun ? "bun" : "node";
+const runtime = runtimeName();
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { Spool } from "../../agent/spool/index.ts";
 import { silentLogger } from "../../agent/log.ts";
 import { crc32Implementation } from "../../agent/spool/crc32.ts";
+import { runtimeName } from "../../agent/runtime/detect.ts";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,7 +22,7 @@ const batch = Number(arg("batch", "1000"));
 const fsyncArg = arg("fsync", "1000");
 const fsyncPolicy: "always" | "never" | number =
   fsyncArg === "always" || fsyncArg === "never" ? fsyncArg : Number(fsyncArg);
-const runtime = (globalThis as any).Deno ? "deno" : (globalThis as any).Bun ? "bun" : "node";
+const runtime = runtimeName();
 
 // 120 bytes each: a realistic syslog-ish line with a varying counter.
 function makeEvents(n: number, seed: number): string[] {
