@@ -42,6 +42,13 @@ export type CoreInputContext<S = unknown> = InputContext<S> & {
   counters: InputCounters;
   /** Resolves once every checkpoint asked for so far is saved (or has failed and been reported). */
   settled(): Promise<void>;
+  /**
+   * The input's run() has returned (the supervisor calls this as it settles). A checkpoint asked
+   * for after it is ignored: not saved, its promise resolves. Work the input left running past
+   * its stop (a poll that ignored its signal) would otherwise save a state older than the one
+   * the next run of the input saves.
+   */
+  runReturned(): void;
 };
 
 export function createInputContext<S = unknown>(o: ContextOptions): CoreInputContext<S> {
@@ -50,6 +57,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
   let lastCheckpoint: Promise<void> = Promise.resolve();
   let checkpoints = 0;
   let newest: Promise<void> = Promise.resolve();
+  let returned = false;
 
   async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
     if (lines.length === 0) return;
@@ -74,11 +82,18 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     hostname: o.hostname,
     counters,
     settled: () => lastCheckpoint,
+    runReturned() {
+      returned = true;
+    },
     emitText: (lines, opts) => emit("text", lines, opts),
     emitJson: (objects, opts) => emit("json", objects.map((x) => JSON.stringify(x)), opts),
     emitJsonLines: (lines, opts) => emit("json", lines, opts),
     loadState: () => loadCheckedState<S>(o),
     checkpoint(state: S): Promise<void> {
+      if (returned) {
+        o.log.debug("checkpoint asked for after run() returned: not saved");
+        return Promise.resolve();
+      }
       const durable = o.spool.whenDurable();
       const seq = ++checkpoints;
       const next = lastCheckpoint.then(async () => {

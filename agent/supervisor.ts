@@ -168,6 +168,7 @@ class RunningInput {
       } catch (err) {
         if (!stopping.aborted) failure = err;
       }
+      this.ctx.runReturned();
       this.input = undefined;
       if (stopping.aborted) break;
       this.controller.abort();

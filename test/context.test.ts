@@ -1,16 +1,19 @@
 // The input context's side of state: a saved state of the wrong shape fails the input naming
-// the file, and a checkpoint that meets a full disk waits for room instead of being lost.
+// the file, a checkpoint that meets a full disk waits for room instead of being lost, and a
+// checkpoint asked for after the input's run() returned is ignored.
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { z } from "zod";
+import { parseConfig } from "../agent/config.ts";
 import { createInputContext } from "../agent/context.ts";
 import { silentLogger } from "../agent/log.ts";
-import { FatalInputError } from "../agent/plugin.ts";
+import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.ts";
 import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
+import { Supervisor } from "../agent/supervisor.ts";
 import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
 import { until } from "./until.ts";
 
@@ -58,6 +61,58 @@ describe("loadState", () => {
     assert.equal(await ctx.loadState(), undefined);
     await state.save("in", { offset: 42 });
     assert.deepEqual(await ctx.loadState(), { offset: 42 });
+  });
+});
+
+describe("checkpoints after run() returned", () => {
+  it("are ignored: not saved, the promise resolves, nothing counted as an error", async () => {
+    const { ctx, state } = await setup();
+    await ctx.checkpoint({ offset: 1 });
+    ctx.runReturned();
+    await ctx.checkpoint({ offset: 2 });
+    await ctx.settled();
+    assert.deepEqual(await state.load("in"), { offset: 1 });
+    assert.equal(ctx.counters.errors, 0);
+  });
+
+  it("a poll left running past its stop cannot overwrite the state the next run saved (through the supervisor)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "context-test-"));
+    const spool = await Spool.open({ dir: path.join(dir, "spool"), maxBytes: 1 << 20, whenFull: "block", fsync: 10, log: silentLogger });
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }), () => spool.close());
+    const state = new StateStore(path.join(dir, "state"));
+    let runs = 0;
+    let leftover: Promise<void> | undefined;
+    // Each run saves its number; at stop it returns at once but leaves work behind that saves
+    // its (older) number later, as a poll that ignores its signal does.
+    const lingering = defineInput({
+      type: "lingering",
+      description: "saves its run number; leaves a late checkpoint behind at stop",
+      options: z.object({}).strict(),
+      state: z.object({ run: z.number() }).strict(),
+      create(_opts, ctx) {
+        return {
+          async run() {
+            const run = ++runs;
+            await ctx.checkpoint({ run });
+            await new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
+            leftover = new Promise<void>((r) => setTimeout(r, 300)).then(() => ctx.checkpoint({ run }));
+          },
+        };
+      },
+    });
+    const plugins = { lingering } as unknown as Record<string, InputPlugin>;
+    const configs = parseConfig(`[api]\nurl = "http://127.0.0.1:9"\ntoken = "t"\norgid = "o"\n[inputs.in]\ntype = "lingering"\ntypetag = "t"\n`, "/x.toml", plugins, {}).inputs;
+    const sup = new Supervisor({ spool, state, plugins, log: silentLogger, hostname: "h" });
+    await sup.apply(configs);
+    await until(async () => (await state.load("in").catch(() => undefined)) !== undefined, "the first run's state");
+    await sup.restart("in");
+    const lateOfFirstRun = leftover!;
+    await until(async () => JSON.stringify(await state.load("in").catch(() => undefined)) === '{"run":2}', "the second run's state");
+    await lateOfFirstRun;
+    assert.equal(runs, 2);
+    assert.deepEqual(await state.load("in"), { run: 2 }, "the first run's late checkpoint was not saved over the second run's state");
+    await sup.stopAll();
+    await leftover;
   });
 });
 

@@ -134,7 +134,7 @@ export class InputTestEnv {
         setDetail(d);
         if (d.next_poll !== null && d.last_poll !== null && d.next_poll !== undefined && d.last_poll !== undefined) finished++;
       };
-      return this.plugin.create(this.plugin.options.parse(raw), ctx).run();
+      return this.plugin.create(this.plugin.options.parse(raw), ctx).run().finally(() => ctx.runReturned());
     });
     let doneRead = false;
     const input: RunningInput = {

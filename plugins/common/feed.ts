@@ -110,8 +110,6 @@ export class WholeFeed {
   private readonly ttlMs: number;
   private validators: Validators | undefined;
   private fullAt: number | undefined;
-  /** Set by stop(): a read left behind at stop must not save state any more. */
-  private stopped = false;
 
   constructor(private readonly ctx: InputContext<FeedState>, saved: FeedState | undefined, opts: WholeFeedOptions) {
     this.source = opts.source;
@@ -167,14 +165,8 @@ export class WholeFeed {
     return { read: true, res, started };
   }
 
-  /** No more saves (call once the poll loop has ended). */
-  stop(): void {
-    this.stopped = true;
-  }
-
   /** Checkpoint the state as it is now (saved once the spool holds what was posted). */
   private save(): void {
-    if (this.stopped) return;
     const state: FeedState = { v: 1, source: this.source, seen: this.seen.toJSON() };
     if (this.validators && (this.validators.etag || this.validators.lastModified)) state.validators = { ...this.validators };
     if (this.fullAt !== undefined) state.full_at = this.fullAt;

@@ -62,8 +62,6 @@ export class MispApiInput {
   private cursor: number | null = null;
   private dirty = false;
   private lastSave = 0;
-  /** Set once run() returns: a poll left behind at stop must not save state any more. */
-  private stopped = false;
 
   constructor(
     private readonly opts: MispApiOptions,
@@ -83,8 +81,7 @@ export class MispApiInput {
     else if (saved) ctx.log.info("url or filters changed: searching again from `since` (events already posted are not posted again)");
     this.showDetail();
     const headers = { authorization: opts.key, accept: "application/json", "content-type": "application/json" };
-    await runHttpPolls(ctx, opts, { headers, secrets: this.secrets }, (http, signal) => this.poll(http, signal))
-      .finally(() => (this.stopped = true));
+    await runHttpPolls(ctx, opts, { headers, secrets: this.secrets }, (http, signal) => this.poll(http, signal));
   }
 
   private async poll(http: HttpClient, signal: AbortSignal): Promise<PollResult> {
@@ -214,7 +211,6 @@ export class MispApiInput {
   }
 
   private save(): void {
-    if (this.stopped) return;
     this.dirty = false;
     this.lastSave = Date.now();
     this.ctx.checkpoint({ v: 1, source: this.source, cursor: this.cursor, seen: this.seen.toJSON() }).catch(() => {

@@ -94,8 +94,6 @@ export class MispFileInput {
   private readonly actionFailures = new Set<string>();
   private dirty = false;
   private lastSave = 0;
-  /** Set once run() returns: a scan left behind at stop must not save state any more. */
-  private stopped = false;
 
   constructor(
     private readonly opts: MispFileOptions,
@@ -108,11 +106,7 @@ export class MispFileInput {
     // Entries never expire by age: the bound is max_seen (least recently seen go first).
     this.seen = SeenSet.from(saved?.seen, { maxEntries: opts.max_seen, ttlMs: Infinity });
     this.files = { ...(saved?.files ?? {}) };
-    try {
-      await runPolls(ctx, { intervalMs: opts.interval }, (signal) => this.scan(signal));
-    } finally {
-      this.stopped = true;
-    }
+    await runPolls(ctx, { intervalMs: opts.interval }, (signal) => this.scan(signal));
   }
 
   private async scan(signal: AbortSignal): Promise<PollResult> {
@@ -366,7 +360,6 @@ export class MispFileInput {
 
   /** Renames or deletes the files done in this scan, once the state saying so is saved after their events are durable. */
   private async afterSpooled(signal: AbortSignal): Promise<void> {
-    if (this.stopped) return;
     const saved = this.ctx.checkpoint(this.state());
     this.dirty = false;
     this.lastSave = Date.now();
@@ -406,7 +399,6 @@ export class MispFileInput {
   }
 
   private save(): void {
-    if (this.stopped) return;
     this.dirty = false;
     this.lastSave = Date.now();
     this.ctx.checkpoint(this.state()).catch(() => {

@@ -60,8 +60,7 @@ export class OpenphishInput {
     }
     this.feed = new WholeFeed(ctx, await ctx.loadState(), { source: hashString(opts.url), maxSeen: opts.max_seen, ttlMs: opts.dedup_ttl });
     ctx.setDetail({ url: redactText(opts.url, this.secrets), remembered: this.feed.seen.size });
-    await runHttpPolls(ctx, opts, { headers: this.headers, secrets: this.secrets }, (http, signal) => this.poll(http, signal))
-      .finally(() => this.feed.stop());
+    await runHttpPolls(ctx, opts, { headers: this.headers, secrets: this.secrets }, (http, signal) => this.poll(http, signal));
   }
 
   private async poll(http: HttpClient, signal: AbortSignal): Promise<string> {

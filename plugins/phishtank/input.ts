@@ -54,8 +54,7 @@ export class PhishtankInput {
       "interval is under an hour: PhishTank rebuilds the dump hourly and answers 509 to clients that fetch it more often");
     this.feed = new WholeFeed(ctx, await ctx.loadState(), { source: hashString(this.url), maxSeen: opts.max_seen, ttlMs: opts.dedup_ttl });
     ctx.setDetail({ url: redactText(this.url, this.secrets), remembered: this.feed.seen.size });
-    await runHttpPolls(ctx, opts, { userAgent: `phishtank/${opts.username}`, secrets: this.secrets }, (http, signal) => this.poll(http, signal))
-      .finally(() => this.feed.stop());
+    await runHttpPolls(ctx, opts, { userAgent: `phishtank/${opts.username}`, secrets: this.secrets }, (http, signal) => this.poll(http, signal));
   }
 
   private async poll(http: HttpClient, signal: AbortSignal): Promise<string> {
