@@ -6,7 +6,7 @@ import { FatalInputError, type EmitOptions, type EventKind, type InputContext, t
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
-import { errorMessage } from "./errortext.ts";
+import { errorFirstLine, errorMessage } from "./errortext.ts";
 
 export interface InputCounters {
   events: number;
@@ -113,7 +113,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     },
     reportError(err: unknown) {
       counters.errors++;
-      counters.last_error = errorMessage(err).split("\n")[0]!;
+      counters.last_error = errorFirstLine(err);
     },
     setDetail(detail: Record<string, unknown>) {
       counters.detail = { ...counters.detail, ...detail };

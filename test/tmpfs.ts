@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { errorFirstLine } from "../agent/errortext.ts";
 
 export interface SmallDisk {
   dir: string;
@@ -22,7 +23,7 @@ export const cannotMount: string | false = (() => {
     probe = mountSmallDisk(1);
     return false;
   } catch (err) {
-    return `needs root to mount a small tmpfs (${(err as Error).message.split("\n")[0]})`;
+    return `needs root to mount a small tmpfs (${errorFirstLine(err)})`;
   } finally {
     probe?.unmount();
   }
