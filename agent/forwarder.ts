@@ -23,6 +23,7 @@
 import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, parseRetryAfter, sleep } from "./backoff.ts";
+import { concat } from "./bytes.ts";
 import type { BatchLimits } from "./config.ts";
 import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
 import { errorMessage } from "./errortext.ts";
@@ -1045,17 +1046,6 @@ function lineCut(payload: Uint8Array): number {
   if (after !== -1 && after + 1 < payload.byteLength) return after + 1;
   const before = mid > 0 ? payload.lastIndexOf(10, mid - 1) : -1;
   return before !== -1 ? before + 1 : -1;
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
 }
 
 function safeName(s: string): string {

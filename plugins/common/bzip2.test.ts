@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
+import { concat as concatParts } from "../../agent/bytes.ts";
 import { Bzip2Error, bunzip2, bunzip2Stream } from "./bzip2.ts";
 
 const BZIP2 = "/usr/bin/bzip2";
@@ -57,13 +58,7 @@ function repeat(byte: number, n: number): Uint8Array {
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatParts(parts);
 }
 
 function assertBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {

@@ -16,6 +16,7 @@
 // than a group's worth of input is buffered, and the (small) block header is re-parsed from
 // its start when it was cut short. Memory is about 6 bytes per byte of the largest block seen
 // (at most 100k * level) plus the unconsumed input; decoded bytes leave in chunks.
+import { concat } from "../../agent/bytes.ts";
 
 export class Bzip2Error extends Error {
   constructor(message: string) {
@@ -725,14 +726,7 @@ export function bunzip2(data: Uint8Array): Uint8Array {
   }, BUFFER_OUT_CHUNK);
   decoder.push(data);
   decoder.finish();
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts, total);
 }
 
 /**

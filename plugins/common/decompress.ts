@@ -21,6 +21,7 @@ import type { Gunzip, Unzip, UnzipFile } from "fflate";
 const loadFflate = () => import("fflate");
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
+import { concat } from "../../agent/bytes.ts";
 import { errorMessageOrName } from "../../agent/errortext.ts";
 import { isBun } from "../../agent/runtime/detect.ts";
 import { bunzip2Stream } from "./bzip2.ts";
@@ -262,15 +263,4 @@ function labelErrors(stream: ReadableStream<Uint8Array>, kind: Compression, from
     },
     { highWaterMark: 0 },
   );
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }

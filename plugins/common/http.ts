@@ -32,6 +32,7 @@
 //   cannot be applied per request: a warning says so once, as the forwarder does.
 import { isSecretHeaderName, redactText, TLS_WARNING } from "../../agent/redact.ts";
 import { parseRetryAfter } from "../../agent/backoff.ts";
+import { concat } from "../../agent/bytes.ts";
 import { HttpError } from "./httperror.ts";
 
 export { HttpError, type HttpErrorKind } from "./httperror.ts";
@@ -438,12 +439,7 @@ async function readExcerpt(body: ReadableStream<Uint8Array>, secrets: string[]):
   } finally {
     reader.releaseLock();
   }
-  const bytes = new Uint8Array(have);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.byteLength;
-  }
+  const bytes = concat(parts, have);
   const text = new TextDecoder().decode(bytes.subarray(0, EXCERPT_BYTES));
   const line = redactText(text, secrets);
   return line.length > EXCERPT_CHARS ? `${line.slice(0, EXCERPT_CHARS)}...` : line;

@@ -5,6 +5,7 @@
 // split, even one whose bytes straddle two reads.
 import { codecFor } from "./encoding.ts";
 import type { Codec } from "./encoding.ts";
+import { concat } from "../../agent/bytes.ts";
 import { errorMessage } from "../../agent/errortext.ts";
 
 const CR = 13;
@@ -16,13 +17,6 @@ function trimLine(line: string): string {
   if (line.charCodeAt(line.length - 1) === CR) line = line.slice(0, -1);
   if (line.charCodeAt(0) === BOM) line = line.slice(1);
   return line;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }
 
 /** Adds `text`'s lines to `out`, trimmed, without empty lines. */
@@ -73,7 +67,7 @@ export class LineSplitter {
   push(chunk: Uint8Array, out: string[], ends?: number[], at = 0): void {
     if (this.codec.unitBytes === 2) {
       if (this.carry) {
-        chunk = concat(this.carry, chunk);
+        chunk = concat([this.carry, chunk]);
         at -= this.carry.length;
         this.carry = null;
       }
@@ -93,7 +87,7 @@ export class LineSplitter {
     }
     const lastNl = this.codec.lastNl(chunk);
     if (lastNl < 0) {
-      this.pending = this.pending ? concat(this.pending, chunk) : chunk.slice();
+      this.pending = this.pending ? concat([this.pending, chunk]) : chunk.slice();
       this.cutOverlongPending(out, ends, at + chunk.length);
       return;
     }
@@ -101,7 +95,7 @@ export class LineSplitter {
     if (this.pending) {
       // Only the first line of the chunk is joined with what was kept back: no copy of the whole chunk.
       const firstNl = this.codec.firstNl(chunk, 0);
-      this.pushRegion(concat(this.pending, chunk.subarray(0, firstNl)), out, ends, at + firstNl + nlBytes);
+      this.pushRegion(concat([this.pending, chunk.subarray(0, firstNl)]), out, ends, at + firstNl + nlBytes);
       this.pending = null;
       this.continuing = false;
       restStart = firstNl + nlBytes;
@@ -119,7 +113,7 @@ export class LineSplitter {
    */
   flush(out: string[], ends?: number[], end = 0): void {
     let rest = this.pending;
-    if (this.carry) rest = rest ? concat(rest, this.carry) : this.carry;
+    if (this.carry) rest = rest ? concat([rest, this.carry]) : this.carry;
     if (rest) this.pushPiece(rest, out, ends, end);
     this.reset();
   }

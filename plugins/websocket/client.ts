@@ -4,6 +4,7 @@ import { WebSocket } from "ws";
 import type { RawData } from "ws";
 import type { InputContext } from "../../agent/plugin.ts";
 import { Backoff, sleep } from "../../agent/backoff.ts";
+import { concat } from "../../agent/bytes.ts";
 import { errorMessage } from "../../agent/errortext.ts";
 import { redactUrl } from "../../agent/redact.ts";
 import { frameToJsonLine, frameToTextLines } from "./frames.ts";
@@ -289,15 +290,8 @@ const decoder = new TextDecoder();
 function rawToString(data: RawData): string {
   if (typeof data === "string") return data;
   // Fragments are joined before decoding: a UTF-8 sequence may span two of them.
-  if (Array.isArray(data)) return decoder.decode(concatBytes(data));
+  if (Array.isArray(data)) return decoder.decode(concat(data));
   return decoder.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, b) => n + b.byteLength, 0));
-  let at = 0;
-  for (const b of parts) { out.set(b, at); at += b.byteLength; }
-  return out;
 }
 
 function rawByteLength(data: RawData): number {
