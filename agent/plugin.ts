@@ -1,7 +1,8 @@
-// The plugin API: everything an input may touch. A plugin imports from here, agent/units.ts,
-// agent/backoff.ts, agent/redact.ts, agent/neterrors.ts, agent/runtime.ts and agent/version.ts,
-// and from the shared toolkit in plugins/common/; never from another plugin or from core
-// internals (test/plugin-boundary.test.ts checks it).
+// The plugin API: everything an input may touch. A plugin imports from here and from the small
+// rule modules the core shares with inputs (agent/units.ts, backoff.ts, redact.ts, errortext.ts,
+// neterrors.ts, bytes.ts, runtime/detect.ts, version.ts), and from the shared toolkit in
+// plugins/common/; never from another plugin or from core internals
+// (test/plugin-boundary.test.ts checks it; its PLUGIN_API lists the modules).
 import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
