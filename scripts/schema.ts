@@ -45,17 +45,28 @@ function unitNode(schema: z.ZodType): Record<string, unknown> | undefined {
   return undefined;
 }
 
-function toJson(schema: z.ZodType): Record<string, any> {
+/**
+ * The JSON Schema of what the config file may hold for `schema` (its input side: defaults as
+ * written, durations and sizes as text). scripts/docs.ts renders the plugins' options tables
+ * from it too; its `annotate` adds keys of its own to a node (called after the unit patterns).
+ */
+export function toJson(
+  schema: z.ZodType,
+  annotate?: (zodSchema: z.ZodType, node: Record<string, unknown>) => void,
+): Record<string, any> {
   return z.toJSONSchema(schema, {
     io: "input",
     unrepresentable: "any",
     override: (ctx) => {
-      const node = unitNode(ctx.zodSchema as unknown as z.ZodType);
-      if (!node) return;
-      const keep = { description: ctx.jsonSchema.description, default: ctx.jsonSchema.default };
-      for (const k of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as any)[k];
-      Object.assign(ctx.jsonSchema, node);
-      for (const [k, v] of Object.entries(keep)) if (v !== undefined) (ctx.jsonSchema as any)[k] = v;
+      const zodSchema = ctx.zodSchema as unknown as z.ZodType;
+      const node = unitNode(zodSchema);
+      if (node) {
+        const keep = { description: ctx.jsonSchema.description, default: ctx.jsonSchema.default };
+        for (const k of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as any)[k];
+        Object.assign(ctx.jsonSchema, node);
+        for (const [k, v] of Object.entries(keep)) if (v !== undefined) (ctx.jsonSchema as any)[k] = v;
+      }
+      annotate?.(zodSchema, ctx.jsonSchema as Record<string, unknown>);
     },
   }) as Record<string, any>;
 }
