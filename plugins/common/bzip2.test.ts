@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { concat as concatParts } from "../../agent/bytes.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import { Bzip2Error, bunzip2, bunzip2Stream } from "./bzip2.ts";
 
 const BZIP2 = "/usr/bin/bzip2";
@@ -215,7 +216,7 @@ function catchMessage(fn: () => unknown): string {
   try {
     fn();
   } catch (e) {
-    return (e as Error).message;
+    return errorMessage(e);
   }
   return "";
 }

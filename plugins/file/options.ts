@@ -1,5 +1,6 @@
 // The `file` input's options.
 import { z } from "zod";
+import { errorMessage } from "../../agent/errortext.ts";
 import { pathOption } from "../../agent/plugin.ts";
 import { duration, size } from "../../agent/units.ts";
 import { ENCODINGS } from "./encoding.ts";
@@ -10,7 +11,7 @@ const regex = () =>
     try {
       new RegExp(source);
     } catch (err) {
-      ctx.addIssue({ code: "custom", message: `not a valid regular expression: ${err instanceof Error ? err.message : String(err)}` });
+      ctx.addIssue({ code: "custom", message: `not a valid regular expression: ${errorMessage(err)}` });
     }
   });
 

@@ -12,6 +12,7 @@ import plugin from "./index.ts";
 import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 import { isDeno } from "../../agent/runtime/detect.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LOGROTATE = ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"].find((p) => existsSync(p));
@@ -57,7 +58,7 @@ async function expectEachOnce(env: InputTestEnv, got: string[], want: string[], 
   } catch (err) {
     // What the input said about the files tells which rotation step it missed.
     const said = env.logs.filter((l) => !l.includes('"level":"debug"')).slice(-25).join("\n");
-    throw new Error(`${(err as Error).message}\ninput log:\n${said}`);
+    throw new Error(`${errorMessage(err)}\ninput log:\n${said}`);
   }
 }
 

@@ -7,6 +7,7 @@ import plugin from "./index.ts";
 import { serveHttp, withInputEnv, type InputTestEnv, type RecordedRequest, type RunningInput, type SpooledEvent } from "../../test/plugin-harness.ts";
 import { until } from "../../test/until.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
+import { errorMessage } from "../../agent/errortext.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("testdata/", import.meta.url);
@@ -41,7 +42,7 @@ async function startApi(handle: Handler): Promise<Api> {
       a = api.handle(seen, api);
     } catch (err) {
       // A failed check in a handler is an answer the input reports, and the test sees.
-      a = { status: 418, body: `test server: ${err instanceof Error ? err.message : String(err)}` };
+      a = { status: 418, body: `test server: ${errorMessage(err)}` };
     }
     res.writeHead(a.status ?? 200, a.headers ?? {});
     res.end(a.body ?? "");
