@@ -16,8 +16,6 @@ import { HttpClient, type HttpClientOptions, type HttpResponse, type Validators 
 import { runPolls, type PollResult } from "./poll.ts";
 import { SeenSet, seenSetState, stringHash } from "./seen.ts";
 
-export { dedupTtlOption, httpUrl, intervalOption, isHttpUrl, maxSeenOption, timeoutOption, tlsOptions } from "./options.ts";
-
 /** Warns at start when `interval` is shorter than the source asks of its clients. */
 export function warnShortInterval(log: Logger, intervalMs: number, advisedMs: number, message: string): void {
   if (intervalMs < advisedMs) log.warn(message, { interval_ms: intervalMs });
