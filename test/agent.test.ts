@@ -9,7 +9,7 @@ import { Agent } from "../agent/agent.ts";
 import { inputPlugins } from "../plugins/index.ts";
 import { createLogger } from "../agent/log.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 
 
 describe("agent with control server", () => {

@@ -6,12 +6,12 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { pathToFileURL } from "node:url";
-import { ConfigError, describeResolvedPaths, loadConfig, parseConfig, readDataDir } from "../agent/config.ts";
+import { describeResolvedPaths, loadConfig, parseConfig, readDataDir } from "../agent/config.ts";
 import { resolveConfigPath } from "../agent/plugin.ts";
 import { inputPlugins } from "../plugins/index.ts";
 import { expandGlobs } from "../plugins/file/glob.ts";
+import { API, configProblems } from "./testing/config.ts";
 
-const API = `[api]\nurl = "http://127.0.0.1:5000"\ntoken = "t"\norgid = "org1"\n`;
 const FILE = "/etc/cybexp/agent.config.toml";
 
 function parse(text: string, file = FILE) {
@@ -19,13 +19,7 @@ function parse(text: string, file = FILE) {
 }
 
 function problems(text: string, file = FILE): string[] {
-  try {
-    parse(text, file);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("the config was accepted");
+  return configProblems(text, inputPlugins, { file });
 }
 
 describe("paths in the config", () => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { parse as parseToml } from "smol-toml";
-import { configText } from "./e2e/helpers.ts";
+import { configText } from "./testing/e2e.ts";
 
 type Schema = Record<string, any>;
 

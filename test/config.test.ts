@@ -6,17 +6,10 @@ import { describe, test } from "node:test";
 import { ConfigError, loadConfig, parseConfig, substituteEnv } from "../agent/config.ts";
 import { parseDuration, parseSize } from "../agent/units.ts";
 import { inputPlugins } from "../plugins/index.ts";
-
-const API = `[api]\nurl = "http://127.0.0.1:5000"\ntoken = "t"\norgid = "org1"\n`;
+import { API, configProblems } from "./testing/config.ts";
 
 function problems(text: string, env: Record<string, string> = {}): string[] {
-  try {
-    parseConfig(text, "/etc/agent.toml", inputPlugins, env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("the config was accepted");
+  return configProblems(text, inputPlugins, { env });
 }
 
 describe("config", () => {

@@ -14,8 +14,8 @@ import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.
 import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { Supervisor } from "../agent/supervisor.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
-import { until } from "./until.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "./testing/tmpfs.ts";
+import { until } from "./testing/until.ts";
 
 const cleanup: Array<() => unknown> = [];
 after(async () => {

@@ -14,7 +14,7 @@ import { silentLogger } from "../agent/log.ts";
 import { serve, type Served } from "../agent/serve.ts";
 import { Spool } from "../agent/spool/index.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 
 const untilNamed = (what: string, cond: () => boolean, ms = 5000) => until(cond, what, ms);
 

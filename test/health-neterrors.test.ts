@@ -14,7 +14,8 @@ import { HttpClient, HttpError } from "../plugins/common/http.ts";
 import { hostPort, networkErrorText } from "../agent/neterrors.ts";
 import { createLogger } from "../agent/log.ts";
 import { makeTestCerts, OPENSSL } from "../plugins/syslog/certs.testutil.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
+import { AGENT_AND_CONTROL, startTestAgent } from "./testing/agent.ts";
 
 const RUNTIME_WORDS = /Is the computer able|verbose: true|error sending request|client error|fetch failed|os error/i;
 
@@ -116,15 +117,7 @@ test("networkErrorText on a plain fetch failure of this runtime", async () => {
 
 test("the output says the same: an API that is not listening", async () => {
   const port = await closedPort();
-  const dir = mkdtempSync(join(tmpdir(), "neterr-agent-"));
-  const configPath = join(dir, "agent.toml");
-  writeFileSync(
-    configPath,
-    `[agent]
-data_dir = "data"
-[control]
-listen = "127.0.0.1:0"
-[api]
+  const a = await startTestAgent(`${AGENT_AND_CONTROL}[api]
 url = "http://127.0.0.1:${port}"
 token = "api-token"
 orgid = "org-test"
@@ -134,26 +127,21 @@ max_wait = "10ms"
 [inputs.desk]
 type = "manual"
 typetag = "manual"
-`,
-  );
-  const agent = await Agent.start({ configPath, plugins: inputPlugins, log: createLogger("error", { write() {} }) });
+`);
   try {
-    const rc = JSON.parse(readFileSync(join(dir, "data", "runningconfig"), "utf8")) as { url: string; token: string };
-    const auth = { authorization: `Bearer ${rc.token}` };
-    const posted = await fetch(`${rc.url}/inputs/desk/events`, { method: "POST", headers: { ...auth, "content-type": "text/plain" }, body: "198.51.100.7\n" });
-    assert.equal(posted.status, 202, await posted.text());
+    const posted = await a.control("/inputs/desk/events", { method: "POST", headers: { "content-type": "text/plain" }, body: "198.51.100.7\n" });
+    assert.equal(posted.status, 202, JSON.stringify(posted.body));
     let lastError = "";
     await until(async () => {
-      const status = (await (await fetch(`${rc.url}/status`, { headers: auth })).json()) as { output: { last_error: string | null } };
-      lastError = status.output.last_error ?? "";
+      const { body } = await a.control<{ output: { last_error: string | null } }>("/status");
+      lastError = body.output.last_error ?? "";
       return lastError !== "";
     }, "the output's error");
     assert.equal(lastError, `network error posting to http://127.0.0.1:${port}/raw: cannot connect to 127.0.0.1:${port}: connection refused`);
-    const health = (await (await fetch(`${rc.url}/health`)).json()) as { problems?: string[] };
+    const health = (await (await fetch(`${a.url}/health`)).json()) as { problems?: string[] };
     assert.ok(health.problems?.some((p) => p.includes(`cannot connect to 127.0.0.1:${port}: connection refused`)), JSON.stringify(health));
   } finally {
-    await agent.shutdown();
-    rmSync(dir, { recursive: true, force: true });
+    await a.close();
   }
 });
 

@@ -11,7 +11,7 @@ import { FAILURES_FOR_PROBLEM, runPolls, type PollFunction, type PollOptions } f
 import { silentLogger } from "../agent/log.ts";
 import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 
 async function withPolls(opts: PollOptions, poll: PollFunction, fn: (detail: () => Record<string, unknown>, stop: () => Promise<void>) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "health-poll-"));

@@ -2,17 +2,13 @@
 // listeners that cannot bind, inputs stopped by the operator, inputs disabled in the config.
 // The whole agent in-process against real sockets: a local HTTP source, the reference receiver.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from "node:http";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Agent } from "../agent/agent.ts";
-import { inputPlugins } from "../plugins/index.ts";
-import { createLogger } from "../agent/log.ts";
+import type { Agent } from "../agent/agent.ts";
 import { startReceiver, type Receiver } from "../scripts/receiver.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
+import { AGENT_AND_CONTROL, startTestAgent } from "./testing/agent.ts";
 
 interface Health {
   status: number;
@@ -38,50 +34,37 @@ after(async () => {
 });
 
 async function startAgent(inputs: string): Promise<RunningAgent> {
-  const dir = mkdtempSync(join(tmpdir(), "health-"));
-  const configPath = join(dir, "agent.toml");
-  writeFileSync(
-    configPath,
-    `[agent]
-data_dir = "data"
-[control]
-listen = "127.0.0.1:0"
-[api]
+  const a = await startTestAgent(
+    `${AGENT_AND_CONTROL}[api]
 url = "${receiver.url}"
 token = "api-token"
 orgid = "org-test"
 [spool]
 fsync = "50ms"
 ${inputs}`,
+    { restart: { baseMs: 50, capMs: 200 } },
   );
-  const agent = await Agent.start({ configPath, plugins: inputPlugins, log: createLogger("error", { write() {} }), restart: { baseMs: 50, capMs: 200 } });
-  const rc = JSON.parse(readFileSync(join(dir, "data", "runningconfig"), "utf8")) as { url: string; token: string };
-  const auth = { authorization: `Bearer ${rc.token}` };
   return {
-    agent,
-    url: rc.url,
-    token: rc.token,
+    agent: a.agent,
+    url: a.url,
+    token: a.auth.authorization.slice("Bearer ".length),
     async health() {
-      const res = await fetch(`${rc.url}/health`);
+      const res = await fetch(`${a.url}/health`);
       const body = (await res.json()) as { status: string; problems?: string[] };
       assert.equal(body.status, res.status === 200 ? "ok" : "degraded");
       return { status: res.status, problems: body.problems ?? [] };
     },
     async input(name) {
-      const res = await fetch(`${rc.url}/status`, { headers: auth });
-      const body = (await res.json()) as { inputs: Array<Record<string, unknown>> };
+      const { body } = await a.control<{ inputs: Array<Record<string, unknown>> }>("/status");
       const entry = body.inputs.find((i) => i.name === name);
       assert.ok(entry, `no status entry for ${name}`);
       return entry;
     },
     async action(name, action) {
-      const res = await fetch(`${rc.url}/inputs/${name}/${action}`, { method: "POST", headers: auth });
-      assert.equal(res.status, 200, await res.text());
+      const res = await a.control(`/inputs/${name}/${action}`, { method: "POST" });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
     },
-    async close() {
-      await agent.shutdown();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    close: () => a.close(),
   };
 }
 

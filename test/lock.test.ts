@@ -11,7 +11,7 @@ import { Agent, AlreadyRunningError } from "../agent/agent.ts";
 import { inputPlugins } from "../plugins/index.ts";
 import { DataDirLock } from "../agent/lock.ts";
 import { createLogger } from "../agent/log.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 import { isDeno } from "../agent/runtime/detect.ts";
 
 const lockUrl = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), "..", "agent", "lock.ts")).href;

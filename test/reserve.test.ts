@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { createLogger } from "../agent/log.ts";
 import { isNoSpace } from "../agent/fserrors.ts";
 import { Reserve, RESERVE_BYTES } from "../agent/reserve.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "./testing/tmpfs.ts";
 
 describe("disk-space reserve on a 4 MiB tmpfs", { skip: cannotMount }, () => {
   let disk: SmallDisk;

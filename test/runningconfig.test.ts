@@ -11,7 +11,7 @@ import { removeLeftoverTempFiles } from "../agent/leftovers.ts";
 import { isNoSpace } from "../agent/fserrors.ts";
 import { Reserve } from "../agent/reserve.ts";
 import { readRunningConfig, removeRunningConfig, runningConfigPath, writeRunningConfig } from "../agent/runningconfig.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "./testing/tmpfs.ts";
 import { isDeno } from "../agent/runtime/detect.ts";
 
 const rc = { pid: process.pid, url: "http://127.0.0.1:8765", token: "tok" };

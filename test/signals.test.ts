@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 import { isDeno as underDeno } from "../agent/runtime/detect.ts";
 
 const mainTs = fileURLToPath(new URL("../agent/main.ts", import.meta.url));

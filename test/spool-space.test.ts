@@ -8,8 +8,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Spool, SpoolClosedError, type SpoolOptions } from "../agent/spool/index.ts";
 import { silentLogger } from "../agent/log.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "./tmpfs.ts";
-import { until } from "./until.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "./testing/tmpfs.ts";
+import { until } from "./testing/until.ts";
 
 const MiB = 1 << 20;
 const dec = new TextDecoder();

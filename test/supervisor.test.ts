@@ -10,7 +10,7 @@ import { defineInput, FatalInputError, type InputPlugin } from "../agent/plugin.
 import { Spool } from "../agent/spool/index.ts";
 import { StateStore } from "../agent/state.ts";
 import { Supervisor, UnknownInputError } from "../agent/supervisor.ts";
-import { until } from "./until.ts";
+import { until } from "./testing/until.ts";
 
 // Test input types: real plugins run by the real supervisor, with behaviour the tests control.
 const runs = new Map<string, number>();

@@ -12,8 +12,8 @@ import { createLogger } from "../../agent/log.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
 import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
-import { drainSpool } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { drainSpool } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 
 interface LogLine {
   level: string;

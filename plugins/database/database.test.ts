@@ -6,9 +6,9 @@ import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import plugin from "./index.ts";
 import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input.testutil.ts";
-import { ConfigError, parseConfig } from "../../agent/config.ts";
+import { API, configProblems } from "../../test/testing/config.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
-import { until } from "../../test/until.ts";
+import { until } from "../../test/testing/until.ts";
 
 const T = { timeout: 60_000 };
 
@@ -21,15 +21,8 @@ async function withEnv(fn: (env: DatabaseTestEnv, file: string) => Promise<void>
   }
 }
 
-function configProblems(inputToml: string): string[] {
-  const text = `[api]\nurl = "http://127.0.0.1:5000"\ntoken = "t"\norgid = "o"\n[inputs.events]\ntype = "database"\ntypetag = "db"\n${inputToml}`;
-  try {
-    parseConfig(text, "/etc/agent.toml", { database: plugin as never }, {});
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("the config was accepted");
+function databaseProblems(inputToml: string): string[] {
+  return configProblems(`${API}[inputs.events]\ntype = "database"\ntypetag = "db"\n${inputToml}`, { database: plugin as never });
 }
 
 test("options: defaults; a query without $1 and a postgres dsn that is no URL are config errors", () => {
@@ -39,14 +32,14 @@ test("options: defaults; a query without $1 and a postgres dsn that is no URL ar
     { cursor_start: 0, interval: 60_000, max_rows: 10_000, query_timeout: 30_000 },
   );
 
-  const noParam = configProblems(`driver = "sqlite"\ndsn = "x.db"\ncursor_column = "id"\nquery = "SELECT * FROM t WHERE id > ? ORDER BY id"\n`);
+  const noParam = databaseProblems(`driver = "sqlite"\ndsn = "x.db"\ncursor_column = "id"\nquery = "SELECT * FROM t WHERE id > ? ORDER BY id"\n`);
   assert.equal(noParam.length, 1);
   assert.match(noParam[0]!, /inputs\.events\.query/);
   assert.match(noParam[0]!, /\$1/);
   // $10 is not $1.
-  assert.equal(configProblems(`driver = "sqlite"\ndsn = "x.db"\ncursor_column = "id"\nquery = "SELECT $10"\n`).length, 1);
+  assert.equal(databaseProblems(`driver = "sqlite"\ndsn = "x.db"\ncursor_column = "id"\nquery = "SELECT $10"\n`).length, 1);
 
-  const badDsn = configProblems(`driver = "postgres"\ndsn = "host=db password=hunter22"\ncursor_column = "id"\nquery = "SELECT * FROM t WHERE id > $1"\n`);
+  const badDsn = databaseProblems(`driver = "postgres"\ndsn = "host=db password=hunter22"\ncursor_column = "id"\nquery = "SELECT * FROM t WHERE id > $1"\n`);
   assert.equal(badDsn.length, 1);
   assert.match(badDsn[0]!, /inputs\.events\.dsn/);
   assert.doesNotMatch(badDsn[0]!, /hunter22/);

@@ -1,8 +1,8 @@
 // Test scaffolding for the database input: InputTestEnv (a real spool and state store in a
 // temp dir) with `database` inputs named "db", and the waits both database test files use.
 import plugin from "./index.ts";
-import { InputTestEnv } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { InputTestEnv } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 
 export type DatabaseTestEnv = InputTestEnv;
 

@@ -1,13 +1,13 @@
 // The database input against a real PostgreSQL server: a throwaway cluster from
-// test/postgres.ts (skipped, with the reason, where the server binaries are missing).
+// test/testing/postgres.ts (skipped, with the reason, where the server binaries are missing).
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { collect, createDatabaseTestEnv, polls, spooledRows, type DatabaseTestEnv } from "./input.testutil.ts";
 import { dsnSecrets, pgTimestampToIso } from "./postgres.ts";
 import plugin from "./index.ts";
-import { postgresUnavailable, startPostgres, type PostgresServer } from "../../test/postgres.ts";
-import { until } from "../../test/until.ts";
+import { postgresUnavailable, startPostgres, type PostgresServer } from "../../test/testing/postgres.ts";
+import { until } from "../../test/testing/until.ts";
 
 const unavailable = postgresUnavailable();
 const T = { timeout: 90_000, skip: unavailable ?? false };

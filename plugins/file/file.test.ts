@@ -16,7 +16,7 @@ import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { drainSpool, runInput } from "../../test/testing/plugin-harness.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const enc = (s: string) => new TextEncoder().encode(s);

@@ -9,8 +9,8 @@ import { appendFileSync, chmodSync, copyFileSync, existsSync, renameSync, trunca
 import { appendFile, copyFile, mkdir, readdir, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import plugin from "./index.ts";
-import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { withInputEnv, type InputTestEnv } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 import { isDeno } from "../../agent/runtime/detect.ts";
 import { errorMessage } from "../../agent/errortext.ts";
 

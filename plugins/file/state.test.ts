@@ -8,8 +8,8 @@ import { join } from "node:path";
 import plugin from "./index.ts";
 import { checkpointKey, FINGERPRINT_BYTES, fingerprintOf } from "./identity.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
-import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { withInputEnv, type InputTestEnv } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const lines = (n: number, tag = "l") => Array.from({ length: n }, (_, i) => `${tag} ${i} sshd[4242]: Failed password for invalid user admin from 192.0.2.${i % 250} port ${40000 + i} ssh2`);

@@ -13,7 +13,7 @@ import { silentLogger } from "../../agent/log.ts";
 import { controlApp, type ControlApi } from "../../agent/control.ts";
 import { serve } from "../../agent/serve.ts";
 import { MAX_JSON_DEPTH, parseSubmission } from "./body.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { drainSpool, runInput } from "../../test/testing/plugin-harness.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const TOKEN = "manual-test-token";

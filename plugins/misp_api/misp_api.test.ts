@@ -5,8 +5,8 @@ import { join } from "node:path";
 import type { IncomingHttpHeaders } from "node:http";
 import plugin from "./index.ts";
 import { FatalInputError } from "../../agent/plugin.ts";
-import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { drainSpool, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("testdata/", import.meta.url);

@@ -5,8 +5,8 @@ import { mkdir, open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import plugin from "./index.ts";
 import type { CoreInputContext } from "../../agent/context.ts";
-import { withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { withInputEnv, type InputTestEnv } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 import { SeenSet } from "../common/seen.ts";
 
 const FIXTURES = new URL("testdata/", import.meta.url);

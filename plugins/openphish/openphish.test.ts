@@ -5,8 +5,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Buffer } from "node:buffer";
 import plugin from "./index.ts";
 import { lineBatches, type Line } from "./lines.ts";
-import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */

@@ -5,8 +5,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { gzipSync } from "fflate";
 import plugin from "./index.ts";
 import { defaultDumpUrl } from "./input.ts";
-import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/plugin-harness.ts";
-import { until } from "../../test/until.ts";
+import { afterPoll, answerFile, serveHttp, withInputEnv, type InputTestEnv, type TestHttpServer } from "../../test/testing/plugin-harness.ts";
+import { until } from "../../test/testing/until.ts";
 import { hashString, SeenSet } from "../common/seen.ts";
 
 /** Answers a request (a server's whole handler, or part of one). */

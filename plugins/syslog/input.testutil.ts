@@ -17,7 +17,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { drainSpool } from "../../test/plugin-harness.ts";
+import { drainSpool } from "../../test/testing/plugin-harness.ts";
 
 export interface Harness {
   /** The bound address of the first listener of `proto` ("udp", "tcp", "tls"). */

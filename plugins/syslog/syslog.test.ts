@@ -21,7 +21,7 @@ import { createLogger, silentLogger } from "../../agent/log.ts";
 import { LOGGEN, loggen, sendTcp, split, withInput, type EmitFault } from "./input.testutil.ts";
 import { Throttled } from "./throttled.ts";
 import { KernelUdpDrops, parseUdpTable } from "./kernel-drops.ts";
-import { until } from "../../test/until.ts";
+import { until } from "../../test/testing/until.ts";
 import { isDeno } from "../../agent/runtime/detect.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");

@@ -19,7 +19,7 @@ import { Spool } from "../../agent/spool/index.ts";
 import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import { createLogger, silentLogger } from "../../agent/log.ts";
-import { until } from "../../test/until.ts";
+import { until } from "../../test/testing/until.ts";
 import { isDeno } from "../../agent/runtime/detect.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "testdata");

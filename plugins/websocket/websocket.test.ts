@@ -18,7 +18,7 @@ import { StateStore } from "../../agent/state.ts";
 import { createInputContext } from "../../agent/context.ts";
 import type { InputCounters } from "../../agent/context.ts";
 import { createLogger } from "../../agent/log.ts";
-import { drainSpool, runInput } from "../../test/plugin-harness.ts";
+import { drainSpool, runInput } from "../../test/testing/plugin-harness.ts";
 
 const TESTDATA = join(dirname(fileURLToPath(import.meta.url)), "testdata");
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
-import { until } from "../until.ts";
-import { agentFolder, Arrivals, configText as agentConfig, pause, referenceReceiver, skip, startAgent, type RunningAgent, alive, cli } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { agentFolder, Arrivals, configText as agentConfig, pause, referenceReceiver, skip, startAgent, type RunningAgent, alive, cli } from "../testing/e2e.ts";
 
 
 

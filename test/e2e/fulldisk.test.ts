@@ -9,11 +9,11 @@ import { appendFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import type { Receiver } from "../../scripts/receiver.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "../tmpfs.ts";
-import { until } from "../until.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "../testing/tmpfs.ts";
+import { until } from "../testing/until.ts";
 import {
   agentFolder, Arrivals, assertSameLines, configText, pause, referenceReceiver, settle, skip, startAgent, type RunningAgent,
-} from "./helpers.ts";
+} from "../testing/e2e.ts";
 
 const MiB = 1 << 20;
 const disks: SmallDisk[] = [];

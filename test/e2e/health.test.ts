@@ -5,8 +5,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer as createHttpServer, type ServerResponse } from "node:http";
 import { createServer as createTcpServer, type AddressInfo } from "node:net";
-import { until } from "../until.ts";
-import { cli, health, healthUntil, referenceReceiver, runAgent, skip, stopGracefully } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { cli, health, healthUntil, referenceReceiver, runAgent, skip, stopGracefully } from "../testing/e2e.ts";
 
 
 describe("input health (compiled executable)", { skip }, () => {

@@ -14,11 +14,11 @@ import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { describe, test } from "node:test";
-import { until } from "../until.ts";
+import { until } from "../testing/until.ts";
 import {
   agentFolder, Arrivals, assertSameLines, canonical, configText, pause, referenceReceiver, settleOrFail, skip, startAgent, stopGracefully,
   type InputStatus, type RunningAgent,
-} from "./helpers.ts";
+} from "../testing/e2e.ts";
 
 const BZIP2 = ["/usr/bin/bzip2", "/bin/bzip2"].find((p) => existsSync(p));
 

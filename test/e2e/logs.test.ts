@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { WebSocketServer, type WebSocket } from "ws";
 import type { SyslogEvent } from "../../plugins/syslog/parse.ts";
-import { until } from "../until.ts";
-import { Arrivals, canonical, differences, pause, referenceReceiver, runAgent, settle, skip, type RunningAgent } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { Arrivals, canonical, differences, pause, referenceReceiver, runAgent, settle, skip, type RunningAgent } from "../testing/e2e.ts";
 
 const LOGGEN = ["/usr/bin/loggen", "/usr/sbin/loggen"].find((p) => existsSync(p));
 const LOGROTATE = ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"].find((p) => existsSync(p));

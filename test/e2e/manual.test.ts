@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
-import { Arrivals, referenceReceiver, runAgent, settleOrFail, skip, stopGracefully, type RunningAgent } from "./helpers.ts";
+import { Arrivals, referenceReceiver, runAgent, settleOrFail, skip, stopGracefully, type RunningAgent } from "../testing/e2e.ts";
 
 const IOCS = ["203.0.113.9", "evil.example", "http://bad.example/login.php", "198.51.100.7",
   "44d88612fea8a8f36de796f40c2ea7d3", "phish.example"];

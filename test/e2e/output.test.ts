@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { appendFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startReceiver } from "../../scripts/receiver.ts";
-import { until } from "../until.ts";
-import { healthUntil, pause, referenceReceiver, runAgent, skip, stopGracefully, TOKEN } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { healthUntil, pause, referenceReceiver, runAgent, skip, stopGracefully, TOKEN } from "../testing/e2e.ts";
 
 const lines = (from: number, n: number) => Array.from({ length: n }, (_, i) => `app line ${from + i}`).join("\n") + "\n";
 

@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, test } from "node:test";
-import { until } from "../until.ts";
-import { BINARY, skip } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { BINARY, skip } from "../testing/e2e.ts";
 
 /** Whether 127.0.0.1:port can be listened on now (the packaged config's control port). */
 function portFree(port: number): Promise<boolean> {

@@ -6,8 +6,8 @@ import { execFile, spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { until } from "../until.ts";
-import { Arrivals, agentFolder, assertSameLines, configText, referenceReceiver, settleOrFail, skip } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { Arrivals, agentFolder, assertSameLines, configText, referenceReceiver, settleOrFail, skip } from "../testing/e2e.ts";
 
 const ENV = { PATH: "/usr/bin:/bin" };
 

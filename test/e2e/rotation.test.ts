@@ -6,8 +6,8 @@
 import { appendFileSync, copyFileSync, mkdirSync, readdirSync, renameSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { until } from "../until.ts";
-import { Arrivals, assertSameLines, pause, referenceReceiver, runAgent, settle, skip } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { Arrivals, assertSameLines, pause, referenceReceiver, runAgent, settle, skip } from "../testing/e2e.ts";
 
 const line = (file: string, i: number) =>
   `2026-11-27T10:00:00Z app[42]: ${file} seq=${String(i).padStart(6, "0")} GET /api/v1/items/${i % 977} status=200 bytes=${(i * 37) % 65536}`;

@@ -7,8 +7,8 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renam
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
-import { until } from "../until.ts";
-import { agentFolder, alive, Arrivals, cli, configText, referenceReceiver, skip } from "./helpers.ts";
+import { until } from "../testing/until.ts";
+import { agentFolder, alive, Arrivals, cli, configText, referenceReceiver, skip } from "../testing/e2e.ts";
 
 const MANUAL = `[inputs.desk]
 type = "manual"

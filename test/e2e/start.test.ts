@@ -7,9 +7,9 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readl
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
-import { cannotMount, mountSmallDisk, type SmallDisk } from "../tmpfs.ts";
-import { until } from "../until.ts";
-import { agentFolder, Arrivals, configText, referenceReceiver, skip, alive, cli } from "./helpers.ts";
+import { cannotMount, mountSmallDisk, type SmallDisk } from "../testing/tmpfs.ts";
+import { until } from "../testing/until.ts";
+import { agentFolder, Arrivals, configText, referenceReceiver, skip, alive, cli } from "../testing/e2e.ts";
 
 
 

@@ -7,7 +7,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { startReceiver, type Receiver } from "../../scripts/receiver.ts";
-import { until } from "../until.ts";
+import { until } from "./until.ts";
 
 export const BINARY = process.env.CYBEXP_E2E_BINARY ? resolve(process.env.CYBEXP_E2E_BINARY) : "";
 /** For describe(..., { skip }): the reason when no executable is named, else false. */

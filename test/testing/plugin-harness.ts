@@ -14,11 +14,11 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInputContext, type CoreInputContext } from "../agent/context.ts";
-import { createLogger, silentLogger } from "../agent/log.ts";
-import { FatalInputError, type InputPlugin } from "../agent/plugin.ts";
-import { Spool } from "../agent/spool/index.ts";
-import { StateStore } from "../agent/state.ts";
+import { createInputContext, type CoreInputContext } from "../../agent/context.ts";
+import { createLogger, silentLogger } from "../../agent/log.ts";
+import { FatalInputError, type InputPlugin } from "../../agent/plugin.ts";
+import { Spool } from "../../agent/spool/index.ts";
+import { StateStore } from "../../agent/state.ts";
 import { until } from "./until.ts";
 
 export interface SpooledEvent {

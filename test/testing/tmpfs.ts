@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { errorFirstLine } from "../agent/errortext.ts";
+import { errorFirstLine } from "../../agent/errortext.ts";
 
 export interface SmallDisk {
   dir: string;
