@@ -7,22 +7,21 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Agent, AlreadyRunningError } from "./agent.ts";
 import type { InputPlugins } from "./plugin.ts";
-import { ConfigError, defaultConfigPath, describeResolvedPaths, loadConfig, readDataDir, type AgentConfig } from "./config.ts";
+import { ConfigError, defaultConfigPath, describeResolvedPaths, loadConfig, type AgentConfig } from "./config.ts";
 import { errorMessage } from "./errortext.ts";
 import { bunGlobal, denoGlobal, isBun } from "./runtime/detect.ts";
 import { createLogger, RotatingFileSink, stderrSink, type RootLogger } from "./log.ts";
 import { isAlive, readRunningConfig, type RunningConfig } from "./runningconfig.ts";
+import { callDaemon, CliError, EXIT, loadConfigForClient, requireDaemon, type DaemonTarget } from "./commands/client.ts";
+import { formatStatus, plural, type StatusJson } from "./commands/format.ts";
+import { consoleCommand } from "./commands/console.ts";
+import { tapCommand } from "./commands/tap.ts";
+import { testCommand } from "./commands/test.ts";
+import { topCommand } from "./commands/top.ts";
+import { parseDuration } from "./units.ts";
 import { ServiceSignals } from "./signals.ts";
-import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
 
-export const EXIT = { ok: 0, error: 1, usage: 2, noDaemon: 3 } as const;
-
-class CliError extends Error {
-  constructor(message: string, readonly code: number = EXIT.error) {
-    super(message);
-  }
-}
 
 const COMMANDS: Record<string, { usage: string; help: string }> = {
   run: {
@@ -50,6 +49,22 @@ const COMMANDS: Record<string, { usage: string; help: string }> = {
     help: "Write a commented starter config to FILE (default ./agent.config.toml), with data_dir ./data next to it. Never overwrites: an existing FILE is an error (exit 1).",
   },
   version: { usage: "version", help: "Print the version." },
+  tap: {
+    usage: "tap [INPUT...] [--limit N]",
+    help: "Print the events inputs hand to the spool, as they come, one JSON object a line ({\"input\", \"event\", \"ts\"}); all inputs when none is named. At most 100 events a second are shown, the rest counted in notices on stderr. Ends after N events with --limit, or on Ctrl-C. Exit 3 if no daemon runs.",
+  },
+  top: {
+    usage: "top",
+    help: "A live view of the running daemon, refreshed every second: each input's state, events/s, bytes/s and errors; the output; the spool. q or Ctrl-C quits. When standard output is not a terminal, one plain line a second. Exit 3 if no daemon runs.",
+  },
+  test: {
+    usage: "test [INPUT...] [--duration D]",
+    help: "Run the named inputs (default: every enabled input) on a throwaway data directory and print each upload that would be sent (a header line, then its events). Sends nothing, and leaves data_dir as it was: no checkpoint or seen-set moves. Polling inputs poll once, files are read to their current end, listeners listen for D (default 10s).",
+  },
+  console: {
+    usage: "console",
+    help: "Print a one-time login URL for the web console of the running daemon (valid for 2 minutes, for one login) as the last line. Exit 3 if no daemon runs.",
+  },
 };
 
 /** `text` folded at word boundaries to lines of at most `width` characters after `indent`. */
@@ -96,7 +111,7 @@ function commandHelp(cmd: string): string {
   return [`Usage: cybexp-agent ${c.usage}${cmd === "init" ? "" : " [-c FILE]"}`, "", wrap(c.help, ""), "", "Options:", ...options, "  -h, --help          this help"].join("\n");
 }
 
-interface Parsed {
+export interface Parsed {
   command: string;
   /** The input types this executable knows, handed in by main.ts. */
   plugins: InputPlugins;
@@ -107,6 +122,10 @@ interface Parsed {
   contentType?: string;
   logFile?: string;
   debug: boolean;
+  /** tap --limit */
+  limit?: number;
+  /** test --duration, in ms */
+  durationMs?: number;
 }
 
 function parse(argv: string[], plugins: InputPlugins): Parsed | number {
@@ -133,6 +152,8 @@ function parse(argv: string[], plugins: InputPlugins): Parsed | number {
         input: { type: "string", short: "i" },
         "content-type": { type: "string" },
         "log-file": { type: "string" },
+        limit: { type: "string" },
+        duration: { type: "string" },
       },
     }));
   } catch (err) {
@@ -147,10 +168,22 @@ function parse(argv: string[], plugins: InputPlugins): Parsed | number {
     console.error(`cybexp-agent ${command}: ${msg}\nUsage: cybexp-agent ${COMMANDS[command]!.usage}`);
     return EXIT.usage;
   };
-  const takesNames = ["start", "stop", "restart"].includes(command);
+  const takesNames = ["start", "stop", "restart", "tap", "test"].includes(command);
   if (values.json && command !== "status") return usageError("--json goes with status");
   if ((values.input || values["content-type"]) && command !== "post") return usageError("--input goes with post");
   if (values["log-file"] && command !== "run") return usageError("--log-file goes with run");
+  if (values.limit !== undefined && command !== "tap") return usageError("--limit goes with tap");
+  if (values.duration !== undefined && command !== "test") return usageError("--duration goes with test");
+  let limit: number | undefined;
+  if (values.limit !== undefined) {
+    limit = Number(values.limit);
+    if (!/^\d+$/.test(String(values.limit)) || limit < 1) return usageError(`--limit takes a whole number of events above 0, not "${values.limit}"`);
+  }
+  let durationMs: number | undefined;
+  if (values.duration !== undefined) {
+    durationMs = parseDuration(String(values.duration));
+    if (durationMs === undefined) return usageError(`--duration takes a duration like "500ms", "10s" or "2m", not "${values.duration}"`);
+  }
   if (command === "post") {
     if (!values.input) return usageError("--input NAME is required");
     if (positionals.length > 1) return usageError("one FILE at most");
@@ -167,6 +200,8 @@ function parse(argv: string[], plugins: InputPlugins): Parsed | number {
     contentType: values["content-type"] as string | undefined,
     logFile: values["log-file"] === undefined ? undefined : resolve(values["log-file"] as string),
     debug: !!values.debug,
+    limit,
+    durationMs,
   };
 }
 
@@ -192,6 +227,11 @@ export async function main(argv: string[], plugins: InputPlugins): Promise<numbe
 }
 
 const COMMAND_IMPL: Record<string, (p: Parsed) => Promise<number>> = {
+  tap: tapCommand,
+  top: topCommand,
+  test: testCommand,
+  console: consoleCommand,
+
   version: async () => {
     console.log(`cybexp-agent ${VERSION}`);
     return EXIT.ok;
@@ -334,31 +374,6 @@ export function starterForInit(packaged: string): string {
   return out;
 }
 
-/** "1 upload", "2 uploads", "1 retry", "3 retries". */
-export function plural(n: number, word: string): string {
-  return `${n} ${n === 1 ? word : word.endsWith("y") ? `${word.slice(0, -1)}ies` : `${word}s`}`;
-}
-
-type DaemonTarget = Pick<AgentConfig, "file"> & { agent: Pick<AgentConfig["agent"], "dataDir"> };
-
-/** Client commands need only data_dir: a config broken since the daemon started must not hide it. */
-async function loadConfigForClient(path: string, plugins: InputPlugins): Promise<DaemonTarget> {
-  try {
-    return await loadConfig(path, plugins);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    const dataDir = readDataDir(path);
-    if (dataDir === undefined) throw err;
-    return { file: path, agent: { dataDir } };
-  }
-}
-
-async function requireDaemon(config: DaemonTarget): Promise<RunningConfig> {
-  const rc = await readRunningConfig(config.agent.dataDir);
-  if (!rc) throw new CliError(`no daemon is running for ${config.file} (data_dir ${config.agent.dataDir})`, EXIT.noDaemon);
-  return rc;
-}
-
 async function inputAction(config: DaemonTarget, action: string, names: string[]): Promise<number> {
   const rc = await requireDaemon(config);
   let failed = 0;
@@ -371,36 +386,6 @@ async function inputAction(config: DaemonTarget, action: string, names: string[]
     }
   }
   return failed ? EXIT.error : EXIT.ok;
-}
-
-async function callDaemon(
-  rc: RunningConfig,
-  method: string,
-  path: string,
-  body?: Uint8Array,
-  anyStatus = false,
-  contentType?: string,
-): Promise<{ status: number; body: unknown }> {
-  let res: Response;
-  try {
-    res = await fetch(rc.url + path, {
-      method,
-      body: body as BodyInit | undefined,
-      headers: { authorization: `Bearer ${rc.token}`, ...(contentType ? { "content-type": contentType } : {}) },
-      signal: AbortSignal.timeout(60_000),
-    });
-  } catch (err) {
-    throw new CliError(`the daemon (pid ${rc.pid}) does not answer at ${rc.url}: ${errorMessage(err)}`);
-  }
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = { error: text.slice(0, 200) };
-  }
-  if (!anyStatus && !res.ok) throw new CliError((parsed as { error?: string }).error ?? `HTTP ${res.status}`);
-  return { status: res.status, body: parsed };
 }
 
 /** How to run this same program again: compiled binary, Bun on the source, or Deno on the source. */
@@ -531,63 +516,4 @@ function contentTypeFor(file: string): string | undefined {
   if (/\.(ndjson|jsonl)$/i.test(file)) return "application/x-ndjson";
   if (/\.(txt|log)$/i.test(file)) return "text/plain";
   return undefined;
-}
-
-interface StatusJson {
-  agent: { version: string; pid: number; uptime_s: number; hostname: string };
-  inputs: {
-    name: string; type: string; state: string; events: number; bytes: number; errors: number; restarts: number; last_event_at: string | null; last_error: string | null;
-    /** Poll inputs (their status detail). */
-    last_success?: string | null; next_poll?: string | null;
-    /** Why /health counts it as a problem, or null. */
-    problem?: string | null;
-  }[];
-  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null };
-  spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number };
-}
-
-/** How far off an ISO time is from now: "12s ago", "in 3s". */
-function until(iso: string | null): string {
-  if (!iso) return "-";
-  const s = Math.round((Date.parse(iso) - Date.now()) / 1000);
-  return s <= 0 ? "now" : `in ${duration(s)}`;
-}
-
-function ago(iso: string | null): string {
-  if (!iso) return "-";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
-}
-
-function duration(s: number): string {
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join("").trimEnd()).join("\n");
-}
-
-export function formatStatus(s: StatusJson, rc: RunningConfig): string {
-  const rows = [["INPUT", "TYPE", "STATE", "EVENTS", "BYTES", "ERRORS", "RESTARTS", "LAST EVENT", "LAST ERROR"]];
-  for (const i of s.inputs)
-    rows.push([i.name, i.type, i.state, String(i.events), formatBytes(i.bytes), String(i.errors), String(i.restarts), ago(i.last_event_at), i.last_error ?? "-"]);
-  const o = s.output;
-  const sp = s.spool;
-  const polls = s.inputs
-    .filter((i) => i.next_poll !== undefined && i.state !== "stopped" && i.state !== "disabled")
-    .map((i) => `POLL    ${i.name}: last success ${i.last_success ? ago(i.last_success) : "never"}, next poll ${until(i.next_poll ?? null)}`);
-  const problems = s.inputs.filter((i) => i.problem).map((i) => `PROBLEM ${i.name}: ${i.problem}`);
-  return [
-    `cybexp-agent ${s.agent.version}  pid ${s.agent.pid}  up ${duration(s.agent.uptime_s)}  host ${s.agent.hostname}  control ${rc.url}`,
-    "",
-    s.inputs.length ? table(rows) : "no inputs configured",
-    ...(polls.length || problems.length ? ["", ...polls, ...problems] : []),
-    "",
-    `OUTPUT  ${o.state}: ${plural(o.sent_events, "event")} in ${plural(o.sent_uploads, "upload")}, ${plural(o.retries, "retry")}, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
-    `SPOOL   ${plural(sp.events, "event")}, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,
-  ].join("\n");
 }

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import { formatStatus, plural, starterConfig, starterForInit, wrap } from "../agent/cli.ts";
+import { starterConfig, starterForInit, wrap } from "../agent/cli.ts";
+import { formatStatus, plural } from "../agent/commands/format.ts";
 import { isDeno as underDeno } from "../agent/runtime/detect.ts";
 
 const mainTs = fileURLToPath(new URL("../agent/main.ts", import.meta.url));

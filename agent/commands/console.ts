@@ -1,0 +1,6 @@
+import type { Parsed } from "../cli.ts";
+import { CliError } from "./client.ts";
+
+export async function consoleCommand(_p: Parsed): Promise<number> {
+  throw new CliError("not built yet");
+}
