@@ -10,7 +10,7 @@ import { removeLeftoverTempFiles } from "./leftovers.ts";
 import { DataDirLock } from "./lock.ts";
 import { createLogger, type RootLogger } from "./log.ts";
 import { renderMetrics } from "./metrics.ts";
-import { InputError, type InputPlugins } from "./plugin.ts";
+import { InputError, type Input, type InputPlugins } from "./plugin.ts";
 import { Reserve } from "./reserve.ts";
 import { removeRunningConfig, writeRunningConfig } from "./runningconfig.ts";
 import { serve, type Served } from "./serve.ts";
@@ -18,7 +18,9 @@ import { Spool } from "./spool/index.ts";
 import { StateStore } from "./state.ts";
 import { Supervisor, UnknownInputError, type ReloadResult } from "./supervisor.ts";
 import { listenErrorCause } from "./neterrors.ts";
+import { TapHub, type TapSubscription } from "./tap.ts";
 import { formatBytes } from "./units.ts";
+import { CONSOLE_ASSETS } from "./console/assets.ts";
 import { VERSION } from "./version.ts";
 
 /** How often a missing disk-space reserve is put back (when the disk has room for it). */
@@ -56,6 +58,7 @@ export class Agent implements ControlApi {
     private readonly forwarder: Forwarder,
     private readonly supervisor: Supervisor,
     private readonly reserve: Reserve,
+    private readonly tapHub: TapHub,
   ) {
     // A reserve used up on a full disk is put back once deliveries have freed space.
     this.reserveTimer = setInterval(() => void this.reserve.ensure(), RESERVE_CHECK_MS);
@@ -107,6 +110,7 @@ export class Agent implements ControlApi {
       deadLetterMaxBytes: config.deadLetter.maxBytes,
       log: log.child({ component: "forwarder" }),
     });
+    const tap = new TapHub();
     const supervisor = new Supervisor({
       spool,
       state,
@@ -114,8 +118,9 @@ export class Agent implements ControlApi {
       log,
       hostname: config.agent.hostname,
       restart: opts.restart,
+      tap,
     });
-    agent = new Agent(config, opts.plugins, log, spool, forwarder, supervisor, reserve);
+    agent = new Agent(config, opts.plugins, log, spool, forwarder, supervisor, reserve, tap);
     forwarder.start();
     await supervisor.apply(config.inputs);
     try {
@@ -137,6 +142,9 @@ export class Agent implements ControlApi {
     const app = controlApp(this, {
       tokens: () => [this.token, ...(this.config.control.token ? [this.config.control.token] : [])],
       maxBodyBytes: () => this.config.control.maxBodyBytes,
+      listenHost: listen.host,
+      port: () => this.server?.port ?? listen.port,
+      assets: CONSOLE_ASSETS,
     });
     try {
       this.server = await serve((req) => app.fetch(req), {
@@ -229,13 +237,30 @@ export class Agent implements ControlApi {
   }
 
   async submit(name: string, body: Uint8Array, contentType: string | null): Promise<{ accepted: number }> {
+    if (this.stopping) throw new InputError("the agent is stopping; submit again once it runs", 503, 5);
+    const input = this.submissionInput(name);
+    return input.submit!(body, contentType);
+  }
+
+  preview(name: string, body: Uint8Array, contentType: string | null): { events: number } {
+    const input = this.submissionInput(name);
+    if (!input.preview) throw new InputError(`input "${name}" cannot preview a submission`, 400);
+    return input.preview(body, contentType);
+  }
+
+  /** The running input that takes submissions by this name, or the error that says why not. */
+  private submissionInput(name: string): Input {
     const config = this.supervisor.config(name);
     if (!config) throw new UnknownInputError(name);
-    if (this.stopping) throw new InputError("the agent is stopping; submit again once it runs", 503, 5);
     if (config.type !== "manual") throw new InputError(`input "${name}" is of type ${config.type}; only manual inputs accept events`, 400);
     const input = this.supervisor.instance(name);
     if (!input?.submit) throw new InputError(`input "${name}" is not running`, 409);
-    return input.submit(body, contentType);
+    return input;
+  }
+
+  tap(inputs: string[], ratePerSecond: number): TapSubscription {
+    for (const name of inputs) if (!this.supervisor.config(name)) throw new UnknownInputError(name);
+    return this.tapHub.subscribe({ inputs, ratePerSecond });
   }
 
   /** Graceful: inputs stop, the spool is flushed, state saved, in-flight uploads get a few seconds. */
@@ -244,6 +269,7 @@ export class Agent implements ControlApi {
       this.log.info("agent stopping");
       clearInterval(this.reserveTimer);
       const t0 = Date.now();
+      this.tapHub.closeAll();
       await this.supervisor.stopAll();
       await this.spool.sync();
       await this.forwarder.stop(Math.max(500, 8000 - (Date.now() - t0)));

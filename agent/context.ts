@@ -6,6 +6,7 @@ import { FatalInputError, type EmitOptions, type EventKind, type InputContext, t
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
+import type { TapHub } from "./tap.ts";
 import { errorFirstLine, errorMessage } from "./errortext.ts";
 
 export interface InputCounters {
@@ -36,6 +37,10 @@ export interface ContextOptions {
   counters?: InputCounters;
   /** The plugin's state schema: loadState() checks the saved file against it. */
   stateSchema?: z.ZodType;
+  /** Live capture (GET /tap): offered what the spool took, when someone taps. */
+  tap?: TapHub;
+  /** One pass only (InputContext.runOnce). */
+  runOnce?: boolean;
 }
 
 export type CoreInputContext<S = unknown> = InputContext<S> & {
@@ -73,6 +78,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     counters.events += lines.length;
     counters.bytes += bytes;
     counters.last_event_at = new Date().toISOString();
+    if (o.tap?.active) o.tap.offer(o.name, kind, lines);
   }
 
   return {
@@ -80,6 +86,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     log: o.log,
     signal: o.signal,
     hostname: o.hostname,
+    runOnce: o.runOnce ?? false,
     counters,
     settled: () => lastCheckpoint,
     runReturned() {

@@ -104,9 +104,19 @@ export interface RetryOptions {
   random?: () => number;
 }
 
+/**
+ * Where batches go instead of the Cybex-P API: `cybexp-agent test` prints them. A batch is
+ * delivered once send() resolves; a throw is retried like a network error.
+ */
+export interface BatchSink {
+  send(meta: RouteMeta, kind: EventKind, payloads: Uint8Array[], events: number): Promise<void>;
+}
+
 export interface ForwarderOptions {
   spool: Spool;
   api: ApiOptions;
+  /** Deliver to this instead of POSTing to api.url. */
+  sink?: BatchSink;
   /** Batch limits of an input (the input may be gone from the config: then the defaults). */
   batchFor: (meta: RouteMeta) => BatchLimits;
   deadLetterDir: string;
@@ -593,6 +603,14 @@ export class Forwarder {
   }
 
   private async post(batch: Batch): Promise<Outcome> {
+    if (this.opts.sink) {
+      try {
+        await this.opts.sink.send(batch.meta, batch.kind, batch.pieces.map((p) => p.payload), batch.events);
+        return { type: "sent" };
+      } catch (err) {
+        return { type: "retry", error: errorMessage(err) };
+      }
+    }
     const api = this.api;
     const url = this.endpoint(api);
     const m = batch.meta;

@@ -38,6 +38,12 @@ export interface InputContext<State = unknown> {
   /** The agent's hostname (config [agent] hostname). */
   readonly hostname: string;
   /**
+   * One pass only (`cybexp-agent test`): take what the source has now (poll once, read files to
+   * their current end), then return from run(). Inputs that wait for data pushed to them
+   * declare `listens` instead and are stopped after the test's duration.
+   */
+  readonly runOnce: boolean;
+  /**
    * Hand text events (one line each, no trailing newline) to the spool. Resolves once the
    * spool has taken them; waits while the spool is full in `block` mode or its disk is below
    * `spool.min_free` (that wait is the backpressure an input feels). All or nothing: a
@@ -74,6 +80,8 @@ export interface Input {
   run(): Promise<void>;
   /** Optional entry point for pushed data (the manual input). */
   submit?(body: Uint8Array, contentType: string | null): Promise<{ accepted: number }>;
+  /** What submit() would make of a body (same checks, same errors), taking nothing: the console's preview. */
+  preview?(body: Uint8Array, contentType: string | null): { events: number };
 }
 
 /** A plugin module's default export. */
@@ -89,6 +97,12 @@ export interface InputPlugin<Schema extends z.ZodType = z.ZodType> {
    * starting over and sending everything again. Required for an input that calls checkpoint().
    */
   state?: z.ZodType;
+  /**
+   * The input waits for data pushed to it (a listening socket, a websocket, submissions) and
+   * has no "now" to read up to: `cybexp-agent test` runs it for its --duration rather than
+   * asking it for one pass (InputContext.runOnce).
+   */
+  listens?: boolean;
   create(options: z.infer<Schema>, ctx: InputContext<any>): Input;
 }
 

@@ -8,6 +8,7 @@ import { errorMessage } from "./errortext.ts";
 import type { Input, InputPlugin, Logger } from "./plugin.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
+import type { TapHub } from "./tap.ts";
 
 /** "disabled": configured with `enabled = false` and not started by hand. */
 export type InputState = "running" | "stopped" | "failed" | "backoff" | "disabled";
@@ -37,6 +38,13 @@ export interface SupervisorOptions {
   restart?: { baseMs?: number; capMs?: number; stableMs?: number };
   /** How long a stopping input gets to return from run(). */
   stopTimeoutMs?: number;
+  /** Live capture of what the inputs emit (GET /tap). */
+  tap?: TapHub;
+  /**
+   * One pass (`cybexp-agent test`): inputs are asked for one pass (InputContext.runOnce); one
+   * that returns is "stopped", one that throws is "failed" with its error; none is restarted.
+   */
+  once?: boolean;
 }
 
 export interface ReloadResult {
@@ -156,6 +164,8 @@ class RunningInput {
         maxBytesPerRecord: config.batch.maxBytes,
         counters: this.counters,
         stateSchema: plugin.state,
+        tap: sup.tap,
+        runOnce: sup.once && !plugin.listens,
       });
       const startedAt = Date.now();
       let failure: unknown;
@@ -164,13 +174,22 @@ class RunningInput {
         this.state = "running";
         log.info("input started", { type: config.type });
         await this.input.run();
-        if (!stopping.aborted) failure = new Error("the input ended by itself");
+        if (!stopping.aborted && !sup.once) failure = new Error("the input ended by itself");
       } catch (err) {
         if (!stopping.aborted) failure = err;
       }
       this.ctx.runReturned();
       this.input = undefined;
       if (stopping.aborted) break;
+      if (sup.once) {
+        this.controller.abort();
+        await this.ctx.settled();
+        if (failure === undefined) break;
+        this.ctx.reportError(failure);
+        this.state = "failed";
+        log.error("input failed", { error: errorMessage(failure) });
+        return;
+      }
       this.controller.abort();
       await this.ctx.settled();
       this.ctx.reportError(failure);
@@ -241,6 +260,11 @@ export class Supervisor {
 
   has(name: string): boolean {
     return this.inputs.has(name);
+  }
+
+  /** Whether the input's run loop is going (it may be between a failure and its restart). */
+  running(name: string): boolean {
+    return this.inputs.get(name)?.running ?? false;
   }
 
   config(name: string): InputConfig | undefined {

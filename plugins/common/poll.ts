@@ -150,7 +150,8 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
   const secrets = opts.secrets ?? [];
   const healthWindowMs = INTERVALS_FOR_PROBLEM * Math.max(MIN_HEALTH_INTERVAL_MS, schedule.intervalMs);
   // A first poll put off on purpose (a saved last-poll time) does not count against the input.
-  const firstAt = opts.firstPollAt ?? Date.now();
+  // One pass (ctx.runOnce) polls now, and again only while the source says more is waiting.
+  const firstAt = ctx.runOnce ? Date.now() : (opts.firstPollAt ?? Date.now());
   const detail: PollDetail = {
     last_poll: null, last_success: null, next_poll: null, last_status: null, consecutive_failures: 0,
     problem: null, healthy_until: iso(Math.max(firstAt, Date.now()) + healthWindowMs),
@@ -180,10 +181,12 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
         break;
       }
       const message = oneLine(redactText(errorMessageOrName(err), secrets));
-      if (err instanceof FatalInputError || (err instanceof Error && err.name === "FatalInputError")) {
+      const fatal = err instanceof FatalInputError || (err instanceof Error && err.name === "FatalInputError");
+      if (fatal || ctx.runOnce) {
         detail.last_status = `failed: ${message}`;
         show();
-        throw err;
+        // One pass has no later poll to wait for: its failure is the input's, in the redacted words.
+        throw fatal ? err : new Error(message);
       }
       const delay = schedule.afterFailure(err);
       const waiting = waitOf(err) !== undefined;
@@ -207,6 +210,7 @@ export async function runPolls(ctx: InputContext<any>, opts: PollOptions, poll: 
     detail.last_status = r.status !== undefined ? oneLine(redactText(r.status, secrets)) : "ok";
     detail.consecutive_failures = 0;
     detail.problem = null;
+    if (ctx.runOnce && r.nextPollInMs !== 0) break;
     nextAt = now + schedule.afterSuccess(started, now, r.nextPollInMs);
     // A success followed by a deliberately later poll (a source's own schedule) keeps its window from then.
     detail.healthy_until = iso(Math.max(now + healthWindowMs, nextAt + healthWindowMs - schedule.intervalMs));

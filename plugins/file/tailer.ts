@@ -357,6 +357,17 @@ export class FileTailer {
         if (this.pending.size > 0 && (await this.adoptPending(Date.now())) > 0) progressed = true;
         if (await this.readRound()) progressed = true;
         if (this.demand > 0 && !signal.aborted && (await this.fillSlots(Date.now()))) progressed = true;
+        // One pass ends once every file is read to the end it had: nothing moved in a whole round.
+        // An event still being built (multiline) is complete at that end.
+        if (this.ctx.runOnce && !progressed && this.pending.size === 0 && this.demand === 0) {
+          for (const f of this.files.values()) {
+            if (f.joiner === null || !f.joiner.holding) continue;
+            f.joiner.flush(this.batch);
+            this.noteOffset(f);
+          }
+          await this.flushBatch();
+          break;
+        }
         if (!progressed && !signal.aborted && this.pending.size === 0 && !this.replanDue) {
           const wakeAt = this.scanSoon ? Math.min(nextScan, this.earlyScanAt) : nextScan;
           await this.pause(Math.max(1, Math.min(this.opts.poll_interval, wakeAt - Date.now())));

@@ -19,16 +19,13 @@ export class ManualInput {
     });
   }
 
+  preview(body: Uint8Array, contentType: string | null): { events: number } {
+    return { events: this.parse(body, contentType).events.length };
+  }
+
   async submit(body: Uint8Array, contentType: string | null): Promise<{ accepted: number }> {
     const { opts, ctx } = this;
-    if (ctx.signal.aborted) throw new InputError(`input ${ctx.name} is stopped`, 503);
-    if (body.byteLength > opts.max_body_bytes) {
-      throw new InputError(
-        `the body is ${formatBytes(body.byteLength)}, more than max_body_bytes (${formatBytes(opts.max_body_bytes)})`,
-        413,
-      );
-    }
-    const { kind, events } = parseSubmission(body, contentType);
+    const { kind, events } = this.parse(body, contentType);
     // sync: the caller's 202 promises the events survive a crash from then on.
     const emit = { sync: true, signal: AbortSignal.timeout(opts.full_wait) };
     try {
@@ -42,5 +39,18 @@ export class ManualInput {
     }
     ctx.log.info("submission accepted", { events: events.length, kind });
     return { accepted: events.length };
+  }
+
+  /** The events of a submission, or the InputError that refuses all of it. */
+  private parse(body: Uint8Array, contentType: string | null): ReturnType<typeof parseSubmission> {
+    const { opts, ctx } = this;
+    if (ctx.signal.aborted) throw new InputError(`input ${ctx.name} is stopped`, 503);
+    if (body.byteLength > opts.max_body_bytes) {
+      throw new InputError(
+        `the body is ${formatBytes(body.byteLength)}, more than max_body_bytes (${formatBytes(opts.max_body_bytes)})`,
+        413,
+      );
+    }
+    return parseSubmission(body, contentType);
   }
 }

@@ -126,9 +126,13 @@ async function withControlServer(fn: (env: {
         assert.equal(name, "hand");
         return input.submit!(body, contentType);
       },
+      preview: (_name, body, contentType) => input.preview!(body, contentType),
+      tap: () => assert.fail("no tap here"),
     };
-    const app = controlApp(api, { tokens: () => [TOKEN], maxBodyBytes: () => 64 << 20 });
+    let port = 0;
+    const app = controlApp(api, { tokens: () => [TOKEN], maxBodyBytes: () => 64 << 20, listenHost: "127.0.0.1", port: () => port });
     const server = await serve((req) => app.fetch(req), { hostname: "127.0.0.1", port: 0 });
+    port = server.port;
     const url = `http://127.0.0.1:${server.port}/inputs/hand/events`;
     try {
       await fn({

@@ -8,6 +8,7 @@ export default defineInput({
   type: "syslog",
   description: "Syslog listeners (UDP, TCP, TLS): RFC 5424, RFC 3164 and common variants, octet counting or LF framing",
   options,
+  listens: true,
   create(opts, ctx) {
     return { run: () => runSyslog(opts, ctx) };
   },

@@ -8,6 +8,7 @@ export default defineInput({
   type: "websocket",
   description: "Client of a websocket server that pushes events as text frames (e.g. Logstash's websocket output)",
   options,
+  listens: true,
   create(opts, ctx) {
     const client = new WebsocketClient({ ...opts, ping_interval: Math.max(10, opts.ping_interval) }, ctx);
     return { run: () => client.run() };
