@@ -238,6 +238,8 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
 function streamTap(c: Context, sub: TapSubscription): Response {
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => sub.close());
+    // Something at once, so that the answer's head goes out before the first event.
+    await stream.write(`: tapping ${sub.options.inputs.length ? sub.options.inputs.join(", ") : "every input"} at ${sub.options.ratePerSecond} events/s at most\n\n`);
     let lastSent = Date.now(), lastSkipNotice = Date.now();
     try {
       while (!stream.aborted && !stream.closed && !sub.closed) {
