@@ -17,6 +17,10 @@
 //   bun scripts/bench/logs.ts [--only A|B] [--lines 1000000] [--messages 500000] [--runs 1]
 //       [--products agent,syslog-ng,syslog-ng+disk] [--binary] [--cpu-prof DIR] [--keep]
 //       [--sng-workers 4] [--sng-window 10000]
+//   --products    any of agent, agent+ready, agent+tap, syslog-ng, syslog-ng+disk. agent+ready:
+//                 in A the file appears once the agent answers (its start-up is not timed);
+//                 agent+tap: the same with one `cybexp-agent tap` client attached before the
+//                 file appears (in B before loggen starts): their ratio is what tapping costs
 //
 //   --runs        run everything N times (one product at a time) and report medians
 //   --binary      run dist/cybexp-agent (built first if absent) instead of bun agent/main.ts
@@ -26,7 +30,7 @@
 //                 per file or connection; keep it >= workers x 1000 or batches wait for the timeout)
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import {
-  closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
+  closeSync, existsSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -91,7 +95,8 @@ if (opts["cpu-prof"] && opts.binary) usage("--cpu-prof profiles the agent under 
 for (const tool of [SYSLOG_NG, LOGGEN]) if (!existsSync(tool)) usage(`${tool} not found (apt-get install syslog-ng-core syslog-ng-mod-http)`);
 
 type ScenarioId = "A" | "B";
-type ProductId = "agent" | "syslog-ng" | "syslog-ng+disk";
+type ProductId = "agent" | "agent+ready" | "agent+tap" | "syslog-ng" | "syslog-ng+disk";
+const isAgent = (p: ProductId) => p === "agent" || p === "agent+ready" || p === "agent+tap";
 
 interface Scenario {
   id: ScenarioId;
@@ -114,13 +119,15 @@ interface RunResult {
   receiverCpuS: number;
   uploads: number;
   received: number;
+  /** Events the tap client printed (agent+tap). */
+  tapped?: number;
 }
 
 const scenarios: Scenario[] = [
   { id: "A" as const, events: LINES, describe: `file of ${LINES} sshd lines, text events` },
   { id: "B" as const, events: MESSAGES, describe: `loggen ${MESSAGES} RFC 5424 messages (200 B) over 1 TCP connection, JSON events` },
 ].filter((s) => !opts.only || s.id === opts.only);
-const PRODUCTS: readonly ProductId[] = ["agent", "syslog-ng", "syslog-ng+disk"];
+const PRODUCTS: readonly ProductId[] = ["agent", "agent+ready", "agent+tap", "syslog-ng", "syslog-ng+disk"];
 const products = opts.products!.split(",").map((p) => p.trim()).filter((p) => p !== "") as ProductId[];
 for (const p of products) if (!PRODUCTS.includes(p)) usage(`--products: unknown "${p}" (expected ${PRODUCTS.join(", ")})`);
 if (products.length === 0) usage("--products is empty");
@@ -212,10 +219,15 @@ function toml(s: string): string {
   return JSON.stringify(s);
 }
 
-function agentConfig(scenario: Scenario, dir: string, label: string, port: number): string {
+/** Where an agent run reads scenario A's file: the file itself, or (a late file) a link made once the agent answers. */
+function agentInputPath(product: ProductId, dir: string): string {
+  return product === "agent" ? inputFile : join(dir, "in", "auth.log");
+}
+
+function agentConfig(scenario: Scenario, product: ProductId, dir: string, label: string, port: number): string {
   const input =
     scenario.id === "A"
-      ? `type = "file"\npaths = [${toml(inputFile)}]\nformat = "text"\nstart_at = "beginning"`
+      ? `type = "file"\npaths = [${toml(agentInputPath(product, dir))}]\nformat = "text"\nstart_at = "beginning"`
       : `type = "syslog"\nlisten = [${toml(`tcp://${HOST}:${port}`)}]`;
   return `[agent]
 data_dir = ${toml(join(dir, "data"))}
@@ -259,9 +271,10 @@ function syslogNgConfig(scenario: Scenario, product: ProductId, dir: string, lab
 function startProduct(scenario: Scenario, product: ProductId, dir: string, label: string, port: number): ChildProcess {
   const out = openSync(join(dir, "product.log"), "w");
   let child: ChildProcess;
-  if (product === "agent") {
+  if (isAgent(product)) {
     const config = join(dir, "agent.config.toml");
-    writeFileSync(config, agentConfig(scenario, dir, label, port));
+    if (product !== "agent") mkdirSync(join(dir, "in"));
+    writeFileSync(config, agentConfig(scenario, product, dir, label, port));
     child = spawn(AGENT[0]!, [...AGENT.slice(1), "run", "--config", config], { cwd: ROOT, stdio: ["ignore", out, out] });
   } else {
     const config = join(dir, "syslog-ng.conf");
@@ -306,6 +319,40 @@ function startLoggen(port: number, dir: string): LoggenRun {
       return { wallS: wall, cpuS: user! + sys!, rssBytes: maxKb! * 1024, summary };
     },
   };
+}
+
+interface TapClient {
+  child: ChildProcess;
+  /** Events it printed so far. */
+  lines(): number;
+}
+
+/** `cybexp-agent tap bench` against the agent in `dir`, its events counted and thrown away; resolves once it taps. */
+async function startTap(dir: string): Promise<TapClient> {
+  const child = spawn(AGENT[0]!, [...AGENT.slice(1), "tap", "bench", "--config", join(dir, "agent.config.toml")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+  let lines = 0, stderr = "";
+  child.stdout!.on("data", (b: Buffer) => {
+    for (const byte of b) if (byte === 10) lines++;
+  });
+  await new Promise<void>((resolveTap, reject) => {
+    child.stderr!.on("data", (b: Buffer) => {
+      stderr += b;
+      if (stderr.includes("tapping")) resolveTap();
+    });
+    child.once("exit", (code) => reject(new Error(`tap exited (${code}): ${stderr}`)));
+  });
+  return { child, lines: () => lines };
+}
+
+async function waitForFile(path: string, product: ChildProcess, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (product.exitCode !== null) throw new Error(`exited (${product.exitCode}) before ${path} appeared`);
+    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 // ---- one run ----------------------------------------------------------------------------
@@ -416,7 +463,7 @@ function tail(file: string, lines = 15): string {
 }
 
 async function runOnce(scenario: Scenario, product: ProductId, run: number): Promise<RunResult> {
-  const label = `${scenario.id}-${product === "agent" ? "agent" : product === "syslog-ng" ? "sng" : "sngdisk"}-${run}`;
+  const label = `${scenario.id}-${product.replace("syslog-ng", "sng").replace("+", "-")}-${run}`;
   const dir = join(work, label);
   mkdirSync(dir);
   const result: RunResult = {
@@ -428,8 +475,18 @@ async function runOnce(scenario: Scenario, product: ProductId, run: number): Pro
   let t0 = Date.now();
   const child = startProduct(scenario, product, dir, label, port);
   let loggen: LoggenRun | undefined;
+  let tap: TapClient | undefined;
   try {
     let productCpu0 = 0;
+    if (product === "agent+ready" || product === "agent+tap") {
+      await waitForFile(join(dir, "data", "runningconfig"), child, 30_000);
+      if (product === "agent+tap") tap = await startTap(dir);
+      if (scenario.id === "A") {
+        productCpu0 = cpuSeconds(child.pid!) ?? 0;
+        t0 = Date.now();
+        linkSync(inputFile, agentInputPath(product, dir));
+      }
+    }
     if (scenario.id === "B") {
       await waitForPort(HOST, port, child, 30_000);
       productCpu0 = cpuSeconds(child.pid!) ?? 0;
@@ -452,6 +509,10 @@ async function runOnce(scenario: Scenario, product: ProductId, run: number): Pro
     // (more than the batch timeouts of 1 s) before looking.
     await new Promise((r) => setTimeout(r, 1500));
     const after = await receiverStats();
+    if (tap) {
+      await stopChild(tap.child, 5_000);
+      result.tapped = tap.lines();
+    }
     const stopped = await stopChild(child, 15_000);
     if (stopped === "killed") console.error(`# ${label}: did not stop within 15 s of SIGTERM, killed`);
     const got = checkReceived(scenario, label);
@@ -465,6 +526,7 @@ async function runOnce(scenario: Scenario, product: ProductId, run: number): Pro
     result.error = errorMessage(err);
     await stopChild(child, 5_000);
     if (loggen) await stopChild(loggen.child, 1_000);
+    if (tap) await stopChild(tap.child, 1_000);
     const log = tail(join(dir, "product.log"));
     console.error(`# ${label} FAILED: ${result.error}${log ? `\n# ${product} output (${join(dir, "product.log")}):\n${log}` : ""}`);
   } finally {
@@ -542,9 +604,14 @@ function printTable(rows: Row[]): void {
 
 function printRatios(rows: Row[]): void {
   for (const scenario of scenarios) {
+    const ready = rows.find((r) => r.scenario === scenario.id && r.product === "agent+ready");
+    const tapped = rows.find((r) => r.scenario === scenario.id && r.product === "agent+tap");
+    if (ready && tapped) {
+      console.log(`${scenario.id} tap cost: throughput with a tap client ${fmt((100 * ready.wallS) / tapped.wallS, 1)}% of without, cpu ${fmt(tapped.cpuS / ready.cpuS)}x, peak RSS ${fmt(tapped.rssMb / ready.rssMb)}x`);
+    }
     const agent = rows.find((r) => r.scenario === scenario.id && r.product === "agent");
     if (!agent) continue;
-    for (const other of rows.filter((r) => r.scenario === scenario.id && r.product !== "agent")) {
+    for (const other of rows.filter((r) => r.scenario === scenario.id && !isAgent(r.product))) {
       console.log(
         `${scenario.id} agent / ${other.product}: wall ${fmt(agent.wallS / other.wallS)}x, ` +
           `cpu ${fmt(agent.cpuS / other.cpuS)}x, peak RSS ${fmt(agent.rssMb / other.rssMb)}x`,
@@ -556,8 +623,8 @@ function printRatios(rows: Row[]): void {
 // ---- main -------------------------------------------------------------------------------
 
 const agentDesc = opts.binary ? "dist/cybexp-agent" : `bun agent/main.ts${opts["cpu-prof"] ? " (under --cpu-prof)" : ""}`;
-if (products.includes("agent")) console.log(`# agent: ${agentDesc}, spool on (fsync "1s"), batches of ${BATCH}, api.concurrency 4`);
-if (products.some((p) => p !== "agent")) console.log(
+if (products.some(isAgent)) console.log(`# agent: ${agentDesc}, spool on (fsync "1s"), batches of ${BATCH}, api.concurrency 4`);
+if (products.some((p) => !isAgent(p))) console.log(
   `# syslog-ng: ${spawnSync(SYSLOG_NG, ["--version"], { encoding: "utf8" }).stdout.split("\n")[0]}, flags(flow-control), ` +
     `http() batch-lines(${BATCH}) batch-timeout(${SNG_TUNING.batchTimeoutMs}) workers(${SNG_TUNING.workers}), ` +
     `log-iw-size ${SNG_TUNING.logIwSize} per file or connection, log-fetch-limit(${SNG_TUNING.logFetchLimit}); ` +
@@ -575,7 +642,8 @@ for (let run = 1; run <= RUNS; run++) {
         console.error(
           `# run ${run} ${scenario.id} ${product}: wall ${fmt(r.wallS)} s, cpu ${fmt(r.cpuS)} s, ` +
             `peak RSS ${fmt(r.rssBytes / 1024 / 1024, 0)} MiB` +
-            (r.loggenCpuS !== undefined ? `, loggen cpu ${fmt(r.loggenCpuS)} s, loggen done after ${fmt(r.loggenWallS ?? NaN)} s` : ""),
+            (r.loggenCpuS !== undefined ? `, loggen cpu ${fmt(r.loggenCpuS)} s, loggen done after ${fmt(r.loggenWallS ?? NaN)} s` : "") +
+            (r.tapped !== undefined ? `, the tap client printed ${r.tapped} events` : ""),
         );
       }
     }
