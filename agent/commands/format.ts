@@ -19,7 +19,11 @@ export interface StatusJson {
     problem?: string | null;
   }[];
   output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null };
-  spool: { events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number };
+  spool: {
+    events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number;
+    /** Why the spool takes no more (inputs are paused meanwhile), or null. */
+    full?: "min_free" | "max_bytes" | null;
+  };
 }
 
 /** How long until an ISO time: "in 3s", "now". */
