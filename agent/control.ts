@@ -9,6 +9,7 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { getCookie, setCookie } from "hono/cookie";
 import { streamSSE } from "hono/streaming";
+import type { ConsoleAsset } from "./console/assets.ts";
 import { allowedHostNames, hostAllowed } from "./console/hosts.ts";
 import { ConsoleSessions, LOGIN_CODE_TTL_MS, sameSecret, type ConsoleSession } from "./console/sessions.ts";
 import { TAP_DEFAULTS, type TapSubscription } from "./tap.ts";
@@ -30,12 +31,6 @@ export interface ControlApi {
   preview(name: string, body: Uint8Array, contentType: string | null): { events: number };
   /** Live capture of these inputs (all when empty); throws UnknownInputError for a name not configured. */
   tap(inputs: string[], ratePerSecond: number): TapSubscription;
-}
-
-/** A file of the web console: its content type and text. */
-export interface ConsoleAsset {
-  type: string;
-  body: string;
 }
 
 export interface ControlOptions {
@@ -101,6 +96,9 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
   for (const [path, asset] of Object.entries(opts.assets ?? {})) {
     app.get(path, (c) => c.body(asset.body, 200, { ...CONSOLE_HEADERS, "content-type": asset.type }));
   }
+
+  // Browsers ask for it on their own; an empty answer keeps their consoles free of a 404.
+  app.get("/favicon.ico", (c) => c.body(null, 204));
 
   app.get("/login", (c) => {
     const session = sessions.redeem(c.req.query("code") ?? "");
