@@ -51,15 +51,31 @@ export async function callDaemon(
       signal: AbortSignal.timeout(60_000),
     });
   } catch (err) {
-    throw new CliError(`the daemon (pid ${rc.pid}) does not answer at ${rc.url}: ${errorMessage(err)}`);
+    throw noAnswer(rc, err);
   }
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = { error: text.slice(0, 200) };
-  }
+  const parsed = parseAnswer(await res.text());
   if (!anyStatus && !res.ok) throw new CliError((parsed as { error?: string }).error ?? `HTTP ${res.status}`);
   return { status: res.status, body: parsed };
+}
+
+/** The error of a daemon that did not answer. */
+export function noAnswer(rc: RunningConfig, err: unknown): CliError {
+  return new CliError(`the daemon (pid ${rc.pid}) does not answer at ${rc.url}: ${errorMessage(err)}`);
+}
+
+/** A control server answer: its JSON, or {error: the start of its text}. */
+export function parseAnswer(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { error: text.slice(0, 200) };
+  }
+}
+
+/** Writes to standard output, waiting while the reader of a pipe is behind. */
+export function writeStdout(text: string): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.stdout.write(text)) resolve();
+    else process.stdout.once("drain", () => resolve());
+  });
 }

@@ -2,7 +2,7 @@
 // sampling left out as notices on standard error.
 import type { Parsed } from "../cli.ts";
 import { errorMessage } from "../errortext.ts";
-import { CliError, EXIT, loadConfigForClient, requireDaemon } from "./client.ts";
+import { CliError, EXIT, loadConfigForClient, noAnswer, parseAnswer, requireDaemon, writeStdout } from "./client.ts";
 import { readSse } from "./sse.ts";
 
 export async function tapCommand(p: Parsed): Promise<number> {
@@ -19,18 +19,9 @@ export async function tapCommand(p: Parsed): Promise<number> {
       res = await fetch(`${rc.url}/tap?${query}`, { headers: { authorization: `Bearer ${rc.token}` }, signal: stop.signal });
     } catch (err) {
       if (stop.signal.aborted) return EXIT.ok;
-      throw new CliError(`the daemon (pid ${rc.pid}) does not answer at ${rc.url}: ${errorMessage(err)}`);
+      throw noAnswer(rc, err);
     }
-    if (!res.ok || !res.body) {
-      const text = await res.text();
-      let message = text.slice(0, 200);
-      try {
-        message = (JSON.parse(text) as { error?: string }).error ?? message;
-      } catch {
-        // not JSON: the text itself
-      }
-      throw new CliError(message || `HTTP ${res.status}`);
-    }
+    if (!res.ok || !res.body) throw new CliError((parseAnswer(await res.text()) as { error?: string }).error || `HTTP ${res.status}`);
     const what = p.positionals.length ? `input${p.positionals.length > 1 ? "s" : ""} ${p.positionals.join(", ")}` : "every input";
     process.stderr.write(`tapping ${what} (at most 100 events a second; Ctrl-C to end)\n`);
     let printed = 0;
@@ -40,7 +31,7 @@ export async function tapCommand(p: Parsed): Promise<number> {
           const { skipped } = JSON.parse(m.data) as { skipped: number };
           process.stderr.write(`tap: ${skipped} event${skipped === 1 ? "" : "s"} not shown (sampling, or this reader was slower than the events)\n`);
         } else if (m.event === "message") {
-          await writeLine(m.data);
+          await writeStdout(m.data + "\n");
           if (p.limit !== undefined && ++printed >= p.limit) return EXIT.ok;
         }
       }
@@ -55,12 +46,4 @@ export async function tapCommand(p: Parsed): Promise<number> {
     process.off("SIGTERM", onSignal);
     stop.abort();
   }
-}
-
-/** One line on stdout, waiting while the reader of a pipe is behind. */
-function writeLine(line: string): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.stdout.write(line + "\n")) resolve();
-    else process.stdout.once("drain", () => resolve());
-  });
 }

@@ -21,7 +21,7 @@ import { StateStore } from "../state.ts";
 import { Supervisor } from "../supervisor.ts";
 import type { RouteMeta } from "../upload.ts";
 import { formatBytes } from "../units.ts";
-import { CliError, EXIT } from "./client.ts";
+import { CliError, EXIT, writeStdout } from "./client.ts";
 import { plural } from "./format.ts";
 
 const DEFAULT_DURATION_MS = 10_000;
@@ -44,7 +44,7 @@ export async function testCommand(p: Parsed): Promise<number> {
   const printer: BatchSink = {
     async send(meta, kind, payloads, events) {
       printed.set(meta.input, (printed.get(meta.input) ?? 0) + events);
-      await writeOut(uploadText(meta, kind, payloads, events));
+      await writeStdout(uploadText(meta, kind, payloads, events));
     },
   };
   const forwarder = new Forwarder({
@@ -135,11 +135,4 @@ export function uploadText(meta: RouteMeta, kind: EventKind, payloads: Uint8Arra
   let body = "";
   for (const p of payloads) body += decoder.decode(p);
   return header + (body.endsWith("\n") || body === "" ? body : body + "\n");
-}
-
-function writeOut(text: string): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.stdout.write(text)) resolve();
-    else process.stdout.once("drain", () => resolve());
-  });
 }
