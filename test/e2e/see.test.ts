@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
+import { connect, createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
@@ -107,6 +107,35 @@ describe("tap (compiled executable)", { skip }, () => {
     assert.ok(shown.length <= 150, `${shown.length} shown`);
     const notices = [...stderr.matchAll(/tap: (\d+) events? not shown/g)].map((m) => Number(m[1]));
     assert.ok(notices.reduce((a, b) => a + b, 0) > 0, stderr);
+  });
+});
+
+describe("a tap client that never reads (compiled executable)", { skip }, () => {
+  test("50,000 lines still arrive, each once, and the control server still answers", async () => {
+    const receiver = await referenceReceiver();
+    const dir = agentFolder(configText(receiver.url, FILE_INPUT));
+    mkdirSync(join(dir, "logs"));
+    writeFileSync(join(dir, "logs", "app.log"), "");
+    const agent = await startAgent(dir);
+    const { port } = new URL(agent.url);
+    const stalled = connect(Number(port), "127.0.0.1");
+    try {
+      await new Promise<void>((r) => stalled.once("connect", () => r()));
+      stalled.write(`GET /tap?rate=10000 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`);
+      stalled.pause();
+      const arrivals = new Arrivals(receiver, "logs");
+      const want = Array.from({ length: 50_000 }, (_, i) => `stalled-tap ${i} ${"x".repeat(200)}`);
+      for (let i = 0; i < want.length; i += 5_000) appendFileSync(join(dir, "logs", "app.log"), want.slice(i, i + 5_000).join("\n") + "\n");
+      await settleOrFail([[arrivals, want.length]], () => `every line with a stalled tap: ${agent.log().slice(-1500)}`);
+      assert.deepEqual((await arrivals.lines()).sort(), want.slice().sort());
+      const status = await agent.input("logs");
+      assert.equal(status.events, want.length);
+    } finally {
+      stalled.destroy();
+      await stopGracefully(agent);
+      await receiver.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
