@@ -2,7 +2,8 @@
 // The context also keeps the input's counters, so status and metrics see what each input did.
 import type { z } from "zod";
 import { formatPath } from "./config.ts";
-import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger } from "./plugin.ts";
+import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger, type UploadRoute } from "./plugin.ts";
+import { routeKey } from "./forwarder.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
@@ -64,9 +65,23 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
   let newest: Promise<void> = Promise.resolve();
   let returned = false;
 
+  // Route keys of relayed routes, made once each (a relay sees few distinct sensors' routes).
+  const otherRoutes = new Map<string, string>();
+  const routeOf = (r: UploadRoute | undefined): string => {
+    if (r === undefined) return o.route;
+    const id = `${r.name}\n${r.orgid}\n${r.typetag}\n${r.timezone}`;
+    let key = otherRoutes.get(id);
+    if (key === undefined) {
+      if (otherRoutes.size >= 10_000) otherRoutes.clear();
+      key = routeKey({ input: o.name, name: r.name, orgid: r.orgid, typetag: r.typetag, timezone: r.timezone, file: r.name });
+      otherRoutes.set(id, key);
+    }
+    return key;
+  };
+
   async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
     if (lines.length === 0) return;
-    await o.spool.append(o.route, kind, lines, {
+    await o.spool.append(routeOf(opts?.route), kind, lines, {
       maxEventsPerRecord: o.maxEventsPerRecord,
       maxBytesPerRecord: o.maxBytesPerRecord,
       sync: opts?.sync,

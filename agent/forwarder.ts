@@ -38,7 +38,8 @@ export type { RouteMeta };
 
 /** The spool route of an input: its upload metadata as a JSON text with a fixed key order. */
 export function routeKey(m: RouteMeta): string {
-  return JSON.stringify({ input: m.input, name: m.name, orgid: m.orgid, typetag: m.typetag, timezone: m.timezone });
+  // `file` only when given, so that the key of an input's own route stays what earlier versions wrote.
+  return JSON.stringify({ input: m.input, name: m.name, orgid: m.orgid, typetag: m.typetag, timezone: m.timezone, file: m.file });
 }
 
 export interface ApiOptions {
@@ -497,7 +498,7 @@ export class Forwarder {
       const m = JSON.parse(route);
       meta =
         m && typeof m.input === "string" && ["name", "orgid", "typetag", "timezone"].every((k) => typeof m[k] === "string")
-          ? { input: m.input, name: m.name, orgid: m.orgid, typetag: m.typetag, timezone: m.timezone }
+          ? { input: m.input, name: m.name, orgid: m.orgid, typetag: m.typetag, timezone: m.timezone, ...(typeof m.file === "string" ? { file: m.file } : {}) }
           : null;
     } catch {
       meta = null;
@@ -886,7 +887,7 @@ export class Forwarder {
         {
           ...batch.meta,
           kind: batch.kind,
-          file: fileNameFor(batch.meta.input, batch.kind),
+          file: fileNameFor(batch.meta.file ?? batch.meta.input, batch.kind),
           events: batch.events,
           bytes: batch.bytes,
           status,

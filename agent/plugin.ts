@@ -1,6 +1,6 @@
 // The plugin API: everything an input may touch. A plugin imports from here and from the small
 // rule modules the core shares with inputs (agent/units.ts, backoff.ts, redact.ts, errortext.ts,
-// neterrors.ts, bytes.ts, runtime/detect.ts, version.ts), and from the shared toolkit in
+// neterrors.ts, bytes.ts, runtime/detect.ts, version.ts, nats.ts), and from the shared toolkit in
 // plugins/common/; never from another plugin or from core internals
 // (test/plugin-boundary.test.ts checks it; its PLUGIN_API lists the modules).
 import { homedir } from "node:os";
@@ -19,7 +19,22 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
+/** The parts of an upload besides its file: what the Cybex-P API files the events under. */
+export interface UploadRoute {
+  name: string;
+  orgid: string;
+  typetag: string;
+  timezone: string;
+}
+
 export interface EmitOptions {
+  /**
+   * Upload these events under another source's parts instead of this input's own. The `nats`
+   * input relays each batch as the sensor that made it (the Cybex-P API must see the sensor's
+   * name, orgid, typetag and timezone, not the relay's); the file part is named after `name`.
+   * Events of another route go to uploads of their own: an upload never mixes two routes.
+   */
+  route?: UploadRoute;
   /** Resolve only once the events are on stable storage (forces a spool fsync). */
   sync?: boolean;
   /**

@@ -13,6 +13,11 @@ export interface RouteMeta {
   orgid: string;
   typetag: string;
   timezone: string;
+  /**
+   * The file part's name (without its extension) when it is not the input's key: batches an
+   * input relays for another agent (EmitOptions.route) keep the name their sensor gave them.
+   */
+  file?: string;
 }
 
 export interface UploadBody {
@@ -74,7 +79,7 @@ export function buildUploadBody(
   makeBoundary: () => string = randomBoundary,
   into?: Uint8Array<ArrayBuffer>,
 ): UploadBody {
-  const filename = fileNameFor(meta.input, kind);
+  const filename = fileNameFor(meta.file ?? meta.input, kind);
   let payloadLength = 0;
   for (const c of chunks) payloadLength += c.byteLength;
 
@@ -83,7 +88,7 @@ export function buildUploadBody(
     const headBytes = encoder.encode(head(boundary, meta, kind, filename));
     const tailBytes = encoder.encode(tail(boundary));
     // Text values go before the file part, so a boundary inside them would be seen first.
-    if (Object.values(meta).some((v) => v.includes(boundary))) continue;
+    if (Object.values(meta).some((v) => v !== undefined && v.includes(boundary))) continue;
 
     const length = headBytes.byteLength + payloadLength + tailBytes.byteLength;
     const body = into && into.byteLength >= length ? into.subarray(0, length) : new Uint8Array(length);

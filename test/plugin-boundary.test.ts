@@ -14,7 +14,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
  * The modules of agent/ that make up the plugin API. plugin.ts is the contract between the core
  * and an input; the others are small rule modules that inputs and the core share, each the one
  * home of its rule (units, backoff and Retry-After, redaction, network error text, error text,
- * byte concatenation, runtime detection, the version for User-Agent).
+ * byte concatenation, runtime detection, the version for User-Agent, NATS connections and the
+ * message format the `nats` output and input share).
  */
 export const PLUGIN_API = [
   "agent/plugin.ts",
@@ -26,6 +27,7 @@ export const PLUGIN_API = [
   "agent/bytes.ts",
   "agent/runtime/detect.ts",
   "agent/version.ts",
+  "agent/nats.ts",
 ];
 
 /** Test code may reach into the core (harnesses build real spools and contexts). */

@@ -26,6 +26,11 @@ export interface SpoolRecord {
   payload: Uint8Array;
   /** ms since epoch when appended. */
   appendedAt: number;
+  /**
+   * Where the record is in the spool ("<segment>:<offset>"): the same for the same record in
+   * every run, so an output can name what it sends in a way a resend after a crash repeats.
+   */
+  position: string;
 }
 
 /** A record handed out by read() and not yet acked. */
@@ -117,6 +122,7 @@ export class SpoolReader {
       count,
       payload: buf.subarray(payloadAt, o + total),
       appendedAt: at,
+      position: `${seg.id}:${offset}`,
     };
   }
 
