@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { loadConfig, type AgentConfig } from "./config.ts";
 import { controlApp, type ControlApi } from "./control.ts";
 import { Forwarder, type RouteMeta } from "./forwarder.ts";
+import { createOutput, reconfigureOutput } from "./output/index.ts";
+import type { OutputTransport } from "./output/transport.ts";
 import { removeLeftoverTempFiles } from "./leftovers.ts";
 import { DataDirLock } from "./lock.ts";
 import { createLogger, type RootLogger } from "./log.ts";
@@ -55,6 +57,7 @@ export class Agent implements ControlApi {
     private readonly plugins: InputPlugins,
     private readonly log: RootLogger,
     private readonly spool: Spool,
+    private readonly output: OutputTransport,
     private readonly forwarder: Forwarder,
     private readonly supervisor: Supervisor,
     private readonly reserve: Reserve,
@@ -102,10 +105,11 @@ export class Agent implements ControlApi {
     // A state save that meets a full disk may use the reserve (the input's checkpoint then holds).
     const state = new StateStore(join(dataDir, "state"), () => reserve.release("saving input state"));
     let agent: Agent | undefined;
+    const output = createOutput(config, log.child({ component: "output" }));
     const forwarder = new Forwarder({
       spool,
-      api: apiOptions(config),
-      batchFor: (meta: RouteMeta) => (agent?.supervisor.config(meta.input)?.batch ?? agent?.config.api.batch ?? config.api.batch),
+      output,
+      batchFor: (meta: RouteMeta) => (agent?.supervisor.config(meta.input)?.batch ?? agent?.config.output.batch ?? config.output.batch),
       deadLetterDir: join(dataDir, "dead-letter"),
       deadLetterMaxBytes: config.deadLetter.maxBytes,
       log: log.child({ component: "forwarder" }),
@@ -120,7 +124,7 @@ export class Agent implements ControlApi {
       restart: opts.restart,
       tap,
     });
-    agent = new Agent(config, opts.plugins, log, spool, forwarder, supervisor, reserve, tap);
+    agent = new Agent(config, opts.plugins, log, spool, output, forwarder, supervisor, reserve, tap);
     forwarder.start();
     await supervisor.apply(config.inputs);
     try {
@@ -226,10 +230,18 @@ export class Agent implements ControlApi {
     if (next.spool.maxBytes !== this.config.spool.maxBytes || next.spool.whenFull !== this.config.spool.whenFull || next.spool.fsync !== this.config.spool.fsync ||
         JSON.stringify(next.spool.minFree) !== JSON.stringify(this.config.spool.minFree))
       warnings.push("spool");
+    const output = await reconfigureOutput(this.output, next);
+    if (output === "changed") this.forwarder.retryNow();
+    if (output === "restart") warnings.push("output.type");
     if (warnings.length) this.log.warn("these settings take effect only after a restart of the agent", { keys: warnings });
-    this.config = { ...next, agent: { ...next.agent, dataDir: this.config.agent.dataDir }, control: { ...next.control, listen: b } };
+    // An output of another kind keeps running as it was until the restart: so do its settings.
+    this.config = {
+      ...next,
+      agent: { ...next.agent, dataDir: this.config.agent.dataDir },
+      control: { ...next.control, listen: b },
+      ...(output === "restart" ? { api: this.config.api, output: this.config.output } : {}),
+    };
     this.log.setLevel(next.agent.logLevel);
-    this.forwarder.setApi(apiOptions(next));
     this.forwarder.setDeadLetterMaxBytes(next.deadLetter.maxBytes);
     const result = await this.supervisor.apply(next.inputs);
     this.log.info("configuration reloaded", { ...result });
@@ -273,6 +285,7 @@ export class Agent implements ControlApi {
       await this.supervisor.stopAll();
       await this.spool.sync();
       await this.forwarder.stop(Math.max(500, 8000 - (Date.now() - t0)));
+      await this.output.close?.();
       await this.spool.close();
       await removeRunningConfig(this.config.agent.dataDir);
       await this.server?.close();
@@ -282,16 +295,6 @@ export class Agent implements ControlApi {
     })();
     return this.stopping;
   }
-}
-
-function apiOptions(c: AgentConfig) {
-  return {
-    url: c.api.url,
-    token: c.api.token,
-    timeoutMs: c.api.timeoutMs,
-    concurrency: c.api.concurrency,
-    tlsVerify: c.api.tlsVerify,
-  };
 }
 
 function hostForUrl(host: string): string {

@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
 import { pathKindOf, resolveConfigPath, type InputPlugin } from "./plugin.ts";
 import { duration, parseSize, size } from "./units.ts";
+import { NATS_DEFAULTS, natsConnectionShape, type NatsConnectionConfig } from "./nats.ts";
 import { errorMessage } from "./errortext.ts";
 
 export class ConfigError extends Error {
@@ -26,6 +27,26 @@ const batchSchema = z
     max_wait: duration().prefault("1s").describe("Send a partial batch after this long"),
   })
   .strict();
+
+/** [output.nats]: where and how the nats output publishes (README "Fleets"). */
+const natsOutputSchema = z
+  .object({
+    ...natsConnectionShape,
+    stream: z.string().regex(/^[^\s.*>]+$/, "a stream name has no spaces, '.', '*' or '>'").default(NATS_DEFAULTS.stream).describe("The JetStream stream that stores the batches"),
+    subject_prefix: z
+      .string()
+      .regex(/^[^\s*>]+$/, "a subject prefix has no spaces, '*' or '>'")
+      .refine((v) => !v.startsWith(".") && !v.endsWith(".") && !v.includes(".."), "a subject prefix has no empty tokens")
+      .default(NATS_DEFAULTS.subjectPrefix)
+      .describe("Batches are published on <subject_prefix>.<orgid>.<typetag>"),
+    create_stream: z.boolean().default(false).describe("Create the stream (subjects <subject_prefix>.>) when it does not exist, with the options below"),
+    replicas: z.number().int().min(1).max(5).default(1).describe("With create_stream: copies of each message in the cluster (3 for a 3-node cluster)"),
+    max_bytes: size().optional().describe("With create_stream: the stream's size limit (the oldest messages go beyond it); default none"),
+    max_age: duration().optional().describe("With create_stream: how long the stream keeps a message; default for ever"),
+    duplicate_window: duration().prefault("2m").describe("With create_stream: how long JetStream remembers a message id, so that a batch sent again after a crash is stored once"),
+  })
+  .strict()
+  .describe("The nats output");
 
 export const coreSchema = z
   .object({
@@ -59,7 +80,17 @@ export const coreSchema = z
         tls_verify: z.boolean().default(true).describe("Verify the API's TLS certificate"),
         batch: batchSchema.prefault({}),
       })
-      .strict(),
+      .strict()
+      .optional()
+      .describe("The Cybex-P API: where uploads go (the default output), and the orgid and timezone inputs send unless they set their own"),
+    output: z
+      .object({
+        type: z.enum(["cybexp_api", "nats"]).default("cybexp_api").describe('"cybexp_api": upload to [api]; "nats": publish to NATS JetStream ([output.nats]) for relays to upload'),
+        batch: batchSchema.optional().describe("Batch limits of the output; default [api.batch] (the same keys; an input's batch table overrides either)"),
+        nats: natsOutputSchema.optional(),
+      })
+      .strict()
+      .prefault({}),
     spool: z
       .object({
         max_bytes: size().prefault("1GiB").describe("Bound on spooled, undelivered data"),
@@ -186,7 +217,8 @@ export interface AgentConfig {
     logKeep: number;
   };
   control: { listen: ListenAddress; token?: string; maxBodyBytes: number };
-  api: {
+  /** Absent when the output is nats and the file has no [api] table. */
+  api?: {
     url: string;
     token: string;
     orgid: string;
@@ -196,10 +228,28 @@ export interface AgentConfig {
     tlsVerify: boolean;
     batch: BatchLimits;
   };
+  output: {
+    type: "cybexp_api" | "nats";
+    /** The batch limits inputs default to: [output.batch], else [api.batch], else the defaults. */
+    batch: BatchLimits;
+    nats?: NatsOutputConfig;
+  };
   spool: { maxBytes: number; minFree: MinFree; whenFull: "block" | "drop_oldest"; fsync: "always" | "never" | number };
   deadLetter: { maxBytes: number };
   inputs: Map<string, InputConfig>;
 }
+
+export interface NatsOutputConfig extends NatsConnectionConfig {
+  stream: string;
+  subjectPrefix: string;
+  createStream: boolean;
+  replicas: number;
+  maxBytes?: number;
+  maxAgeMs?: number;
+  duplicateWindowMs: number;
+}
+
+const DEFAULT_BATCH: BatchLimits = { maxEvents: 1000, maxBytes: 1024 * 1024, maxWaitMs: 1000 };
 
 export function defaultConfigPath(env: Record<string, string | undefined> = process.env): string {
   return env.CYBEXP_AGENT_CONFIG || "./agent.config.toml";
@@ -282,11 +332,13 @@ export function parseConfig(
   else if (control && !isLoopback(control.host) && !c.control.token)
     report(["control", "token"], `required when control.listen (${c.control.listen}) is not a loopback address`);
 
-  const apiBatch: BatchLimits | undefined = c.api && {
-    maxEvents: c.api.batch.max_events,
-    maxBytes: c.api.batch.max_bytes,
-    maxWaitMs: c.api.batch.max_wait,
-  };
+  const limitsOf = (b: z.output<typeof batchSchema>): BatchLimits => ({ maxEvents: b.max_events, maxBytes: b.max_bytes, maxWaitMs: b.max_wait });
+  const apiBatch: BatchLimits | undefined = c.api && limitsOf(c.api.batch);
+  const outputBatch: BatchLimits | undefined = c.output && (c.output.batch ? limitsOf(c.output.batch) : (apiBatch ?? DEFAULT_BATCH));
+  if (c.output && raw.api === undefined && c.output.type === "cybexp_api")
+    report(["api"], 'required: the [api] table says where uploads go (or publish to NATS with [output] type = "nats")');
+  if (c.output?.type === "nats" && !c.output.nats) report(["output", "nats"], 'required with [output] type = "nats": servers = ["nats://..."] at least');
+  const natsOutput = c.output?.nats && natsOutputConfig(c.output.nats, configDir, report);
 
   const inputs = new Map<string, InputConfig>();
   const rawInputs = raw.inputs ?? {};
@@ -298,20 +350,21 @@ export function parseConfig(
         continue;
       }
       const checked = checkInput(key, table as Record<string, unknown>, plugins, configDir, report);
-      if (!checked || !c.api || !apiBatch) continue;
+      if (!checked || !outputBatch) continue;
       const { type, typetag, name, orgid, timezone, enabled, batch, ...options } = checked.options as Record<string, any>;
       const resolved: Omit<InputConfig, "fingerprint" | "paths"> = {
         key,
         type,
         typetag,
         uploadName: name ?? key,
-        orgid: orgid ?? c.api.orgid,
-        timezone: timezone ?? c.api.timezone,
+        // Without [api] (a nats edge) an input without an orgid sends none: the relay adds its own.
+        orgid: orgid ?? c.api?.orgid ?? "",
+        timezone: timezone ?? c.api?.timezone ?? "UTC",
         enabled,
         batch: {
-          maxEvents: batch?.max_events ?? apiBatch.maxEvents,
-          maxBytes: batch?.max_bytes ?? apiBatch.maxBytes,
-          maxWaitMs: batch?.max_wait ?? apiBatch.maxWaitMs,
+          maxEvents: batch?.max_events ?? outputBatch.maxEvents,
+          maxBytes: batch?.max_bytes ?? outputBatch.maxBytes,
+          maxWaitMs: batch?.max_wait ?? outputBatch.maxWaitMs,
         },
         options,
       };
@@ -330,7 +383,7 @@ export function parseConfig(
       logKeep: c.agent.log_keep,
     },
     control: { listen: control!, token: c.control.token, maxBodyBytes: c.control.max_body_bytes },
-    api: {
+    api: c.api && {
       url: c.api.url.replace(/\/+$/, ""),
       token: c.api.token,
       orgid: c.api.orgid,
@@ -340,9 +393,42 @@ export function parseConfig(
       tlsVerify: c.api.tls_verify,
       batch: apiBatch!,
     },
+    output: { type: c.output.type, batch: outputBatch!, nats: natsOutput },
     spool: { maxBytes: c.spool.max_bytes, minFree: c.spool.min_free, whenFull: c.spool.when_full, fsync: c.spool.fsync },
     deadLetter: { maxBytes: c.dead_letter.max_bytes },
     inputs,
+  };
+}
+
+/** [output.nats] as the agent uses it: its files resolved against the config's folder and checked. */
+function natsOutputConfig(
+  n: NonNullable<z.output<typeof coreSchema>["output"]["nats"]>,
+  configDir: string,
+  report: (path: PropertyKey[], msg: string) => void,
+): NatsOutputConfig {
+  const file = (key: "creds_file" | "tls_ca"): string | undefined => {
+    if (n[key] === undefined) return undefined;
+    const abs = resolveConfigPath(n[key]!, configDir, "readable");
+    const problem = unreadable(abs);
+    if (problem) report(["output", "nats", key], `cannot read ${abs} (${problem})`);
+    return abs;
+  };
+  if (n.user && !n.password) report(["output", "nats", "password"], "required with user");
+  return {
+    servers: n.servers,
+    creds_file: file("creds_file"),
+    token: n.token,
+    user: n.user,
+    password: n.password,
+    tls_ca: file("tls_ca"),
+    timeout: n.timeout,
+    stream: n.stream,
+    subjectPrefix: n.subject_prefix,
+    createStream: n.create_stream,
+    replicas: n.replicas,
+    maxBytes: n.max_bytes,
+    maxAgeMs: n.max_age,
+    duplicateWindowMs: n.duplicate_window,
   };
 }
 

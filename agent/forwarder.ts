@@ -1,6 +1,7 @@
-// The forwarder: takes records out of the spool, groups them per route into batches and
-// uploads each batch to the Cybex-P API (POST {url}/raw). A record is acked, and so leaves
-// the spool, only once an API 2xx carried it or it was written to dead letters.
+// The forwarder: takes records out of the spool, groups them per route into batches and hands
+// each batch to the output (an upload to the Cybex-P API, or a JetStream message). A record is
+// acked, and so leaves the spool, only once the output delivered it or it was written to dead
+// letters.
 //
 // Failure handling follows the contract: network errors, timeouts, 408, 429 and 5xx retry
 // the same batch with exponential backoff and full jitter (honouring Retry-After); 413
@@ -16,23 +17,19 @@
 // date by this forwarder's writes and removals; beyond maxBytes the oldest are removed
 // (counted). Writing them is serialised, so removals never race a half-written dead letter.
 //
-// TLS: `tlsVerify: false` is passed to Bun's fetch as `tls: { rejectUnauthorized: false }`.
-// Deno's fetch has no per-request or per-client switch for it (Deno.createHttpClient only
-// adds CA certificates), so under Deno certificate checks stay on unless the process runs
-// with `--unsafely-ignore-certificate-errors`; the forwarder logs a warning saying so.
+// Where batches go is the transport's business (agent/output/): the Cybex-P API (http.ts) or
+// NATS JetStream (nats.ts); the forwarder reads their outcomes.
 import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Backoff, parseRetryAfter, sleep } from "./backoff.ts";
+import { Backoff, sleep } from "./backoff.ts";
 import { concat } from "./bytes.ts";
 import type { BatchLimits } from "./config.ts";
-import { redactText, redactUrl, replaceSecrets, TLS_WARNING, withoutUserinfo } from "./redact.ts";
 import { errorMessage } from "./errortext.ts";
-import { networkErrorText } from "./neterrors.ts";
-import { isBun } from "./runtime/detect.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool, SpoolRecord } from "./spool/index.ts";
-import { buildUploadBody, countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
+import { countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
+import type { OutputTransport, SendOutcome } from "./output/transport.ts";
 
 export type { RouteMeta };
 
@@ -40,14 +37,6 @@ export type { RouteMeta };
 export function routeKey(m: RouteMeta): string {
   // `file` only when given, so that the key of an input's own route stays what earlier versions wrote.
   return JSON.stringify({ input: m.input, name: m.name, orgid: m.orgid, typetag: m.typetag, timezone: m.timezone, file: m.file });
-}
-
-export interface ApiOptions {
-  url: string;
-  token: string;
-  timeoutMs: number;
-  concurrency: number;
-  tlsVerify: boolean;
 }
 
 export type OutputState = "ok" | "retrying" | "unauthorized" | "failing";
@@ -105,19 +94,10 @@ export interface RetryOptions {
   random?: () => number;
 }
 
-/**
- * Where batches go instead of the Cybex-P API: `cybexp-agent test` prints them. A batch is
- * delivered once send() resolves; a throw is retried like a network error.
- */
-export interface BatchSink {
-  send(meta: RouteMeta, kind: EventKind, payloads: Uint8Array[], events: number): Promise<void>;
-}
-
 export interface ForwarderOptions {
   spool: Spool;
-  api: ApiOptions;
-  /** Deliver to this instead of POSTing to api.url. */
-  sink?: BatchSink;
+  /** Where batches go. */
+  output: OutputTransport;
   /** Batch limits of an input (the input may be gone from the config: then the defaults). */
   batchFor: (meta: RouteMeta) => BatchLimits;
   deadLetterDir: string;
@@ -138,6 +118,8 @@ interface Piece {
   held: Held;
   payload: Uint8Array;
   count: number;
+  position: string;
+  appendedAt: number;
 }
 
 interface Batch {
@@ -152,20 +134,9 @@ interface Batch {
   deadline: number;
 }
 
-type Outcome =
-  | { type: "sent" }
-  | { type: "retry"; error: string; retryAfterMs?: number; network?: boolean }
-  | { type: "unauthorized"; error: string }
-  | { type: "too_large"; error: string; answer: string }
-  | { type: "rejected"; error: string; status: number; answer: string }
-  | { type: "aborted" };
 
 /** Bytes read from the spool per call: enough for several full batches, little memory. */
 const READ_BYTES = 2 * 1024 * 1024;
-/** Upload body buffers are reused; one this large or larger is not kept (a rare huge batch). */
-const KEEP_BODY_BYTES = 4 * 1024 * 1024;
-const ERROR_BODY_CHARS = 200;
-const DEAD_LETTER_ANSWER_CHARS = 64 * 1024;
 /**
  * The output is "failing" while, of the last REJECT_WINDOW uploads the API judged (accepted or
  * rejected into dead letters) within REJECT_WINDOW_MS, at least REJECT_MIN and more than half
@@ -186,7 +157,7 @@ interface DeadLetterFiles {
 }
 
 export class Forwarder {
-  private api: ApiOptions;
+  private readonly output: OutputTransport;
   private readonly spool: Spool;
   private readonly log: Logger;
   private readonly backoff: Backoff;
@@ -203,8 +174,6 @@ export class Forwarder {
   private ready: Batch[] = [];
   private readonly held = new Map<number, Held>();
   private readonly uploads = new Set<Promise<void>>();
-  /** Body buffers not lent to an upload right now (at most one per upload slot). */
-  private readonly bodyBuffers: Uint8Array<ArrayBuffer>[] = [];
 
   private running = false;
   private stopping = false;
@@ -231,7 +200,6 @@ export class Forwarder {
   private probeSawDown = false;
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
   private probing = false;
-  private warnedTls = false;
 
   /** The API's latest verdicts (true = rejected into dead letters), oldest first. */
   private readonly verdicts: Array<{ at: number; rejected: boolean }> = [];
@@ -255,7 +223,7 @@ export class Forwarder {
   constructor(private readonly opts: ForwarderOptions) {
     this.spool = opts.spool;
     this.log = opts.log;
-    this.api = opts.api;
+    this.output = opts.output;
     const retry = opts.retry ?? {};
     this.backoff = new Backoff({ baseMs: retry.baseMs ?? 1000, capMs: retry.capMs ?? 300_000, random: retry.random });
     this.unauthorizedMs = retry.unauthorizedMs ?? 60_000;
@@ -265,7 +233,6 @@ export class Forwarder {
     this.probeTimeoutMs = retry.probeTimeoutMs ?? 5_000;
     this.lastErrorKeepMs = retry.lastErrorKeepMs ?? 60_000;
     this.deadLetterMaxBytes = Math.max(0, opts.deadLetterMaxBytes ?? DEFAULT_DEAD_LETTER_MAX_BYTES);
-    this.checkTls();
   }
 
   start(): void {
@@ -310,15 +277,10 @@ export class Forwarder {
     this.running = false;
   }
 
-  setApi(api: ApiOptions): void {
-    const prev = this.api;
-    this.api = api;
-    this.checkTls();
-    // New credentials or a new address deserve an attempt now, not after the old backoff.
-    if (prev.token !== api.token || prev.url !== api.url) {
-      this.gateUntil = 0;
-      this.backoff.reset();
-    }
+  /** The output's settings changed (config reload): new credentials or a new address deserve an attempt now, not after the old backoff. */
+  retryNow(): void {
+    this.gateUntil = 0;
+    this.backoff.reset();
     this.dispatch();
   }
 
@@ -434,7 +396,7 @@ export class Forwarder {
 
   /** Enough batches waiting to keep every upload slot busy means: read no further ahead. */
   private hasRoom(): boolean {
-    return this.ready.length < Math.max(2, this.api.concurrency);
+    return this.ready.length < Math.max(2, this.output.concurrency);
   }
 
   /** Add a record to its route's batch; returns the batch key. */
@@ -442,7 +404,7 @@ export class Forwarder {
     const meta = this.metaOf(r.route);
     const held: Held = { id: r.id, parts: 1 };
     this.held.set(r.id, held);
-    const piece: Piece = { held, payload: r.payload, count: r.count };
+    const piece: Piece = { held, payload: r.payload, count: r.count, position: r.position, appendedAt: r.appendedAt };
     if (!meta) {
       // Not a route this agent writes (a spool from an incompatible version): nowhere to send it.
       const fallback: RouteMeta = { input: "unknown-route", name: "", orgid: "", typetag: "", timezone: "" };
@@ -463,7 +425,7 @@ export class Forwarder {
       batch.events += piece.count;
       batch.bytes += piece.payload.byteLength;
     }
-    if (batch.events >= batch.limits.maxEvents || batch.bytes >= batch.limits.maxBytes) this.closeBatch(batch);
+    if (this.output.recordPerBatch || batch.events >= batch.limits.maxEvents || batch.bytes >= batch.limits.maxBytes) this.closeBatch(batch);
     return key;
   }
 
@@ -550,7 +512,7 @@ export class Forwarder {
 
   private dispatch(): void {
     if (this.stopping) return;
-    const limit = this.degraded ? 1 : Math.max(1, this.api.concurrency);
+    const limit = this.degraded ? 1 : Math.max(1, this.output.concurrency);
     while (this.ready.length > 0 && this.uploads.size < limit) {
       const wait = this.gateUntil - Date.now();
       if (wait > 0) {
@@ -599,97 +561,11 @@ export class Forwarder {
     }
   }
 
-  private endpoint(api: ApiOptions): string {
-    return `${api.url.replace(/\/+$/, "")}/raw`;
-  }
-
-  private async post(batch: Batch): Promise<Outcome> {
-    if (this.opts.sink) {
-      try {
-        await this.opts.sink.send(batch.meta, batch.kind, batch.pieces.map((p) => p.payload), batch.events);
-        return { type: "sent" };
-      } catch (err) {
-        return { type: "retry", error: errorMessage(err) };
-      }
-    }
-    const api = this.api;
-    const url = this.endpoint(api);
-    const m = batch.meta;
-    // The multipart head and tail: about 600 bytes of fixed text plus the UTF-8 of the metadata.
-    const frame = 1024 + 3 * (m.input.length + m.name.length + m.orgid.length + m.typetag.length + m.timezone.length);
-    const buffer = this.bodyBuffer(batch.bytes + frame);
-    const { body, contentType } = buildUploadBody(
-      batch.meta,
-      batch.kind,
-      batch.pieces.map((p) => p.payload),
-      undefined,
-      buffer,
+  private post(batch: Batch): Promise<SendOutcome> {
+    return this.output.send(
+      { meta: batch.meta, kind: batch.kind, records: batch.pieces, events: batch.events, bytes: batch.bytes },
+      this.uploadStop.signal,
     );
-    try {
-      return await this.send(api, url, body, contentType);
-    } finally {
-      // Returned only once fetch is done with the body, whether or not it copied it.
-      if (buffer.byteLength < KEEP_BODY_BYTES && this.bodyBuffers.length < Math.max(1, this.api.concurrency)) {
-        this.bodyBuffers.push(buffer);
-      }
-    }
-  }
-
-  /** A buffer of at least `bytes` (a typical body with its multipart head and tail): a kept one if it is large enough. */
-  private bodyBuffer(bytes: number): Uint8Array<ArrayBuffer> {
-    const i = this.bodyBuffers.findIndex((b) => b.byteLength >= bytes);
-    if (i !== -1) return this.bodyBuffers.splice(i, 1)[0]!;
-    // Room to grow a little: batches of one route vary in bytes from upload to upload.
-    return new Uint8Array(Math.max(64 * 1024, bytes + (bytes >> 3)));
-  }
-
-  private async send(api: ApiOptions, url: string, body: Uint8Array<ArrayBuffer>, contentType: string): Promise<Outcome> {
-    const init: RequestInit & { tls?: unknown } = {
-      method: "POST",
-      // Following a redirect would turn the POST into a GET (301/302) and get the data
-      // rejected; a redirect is reported and retried instead, so the URL can be fixed.
-      redirect: "manual",
-      headers: { authorization: `Bearer ${api.token}`, "content-type": contentType },
-      body,
-      signal: AbortSignal.any([AbortSignal.timeout(api.timeoutMs), this.uploadStop.signal]),
-    };
-    if (!api.tlsVerify) init.tls = { rejectUnauthorized: false };
-    let status: number;
-    let answer: string;
-    let retryAfter: string | null;
-    let location: string | null;
-    try {
-      const res = await fetch(url, init);
-      status = res.status;
-      retryAfter = res.headers.get("retry-after");
-      location = res.headers.get("location");
-      answer = await res.text();
-    } catch (err) {
-      if (this.uploadStop.signal.aborted) return { type: "aborted" };
-      const timedOut = (err as Error)?.name === "TimeoutError";
-      return {
-        type: "retry",
-        network: true,
-        error: this.clean(
-          timedOut ? `timeout after ${api.timeoutMs} ms posting to ${redactUrl(url)}` : `network error posting to ${redactUrl(url)}: ${networkErrorText(err, url)}`,
-          api,
-        ),
-      };
-    }
-    if (status >= 200 && status < 300) return { type: "sent" };
-    const error = this.clean(`HTTP ${status} from ${redactUrl(url)}: ${answer.slice(0, ERROR_BODY_CHARS)}`, api);
-    if (status === 401 || status === 403) return { type: "unauthorized", error };
-    if (status === 413) return { type: "too_large", error, answer: this.clean(answer.slice(0, DEAD_LETTER_ANSWER_CHARS), api, false) };
-    if (status === 408 || status === 429 || status >= 500) return { type: "retry", error, retryAfterMs: parseRetryAfter(retryAfter) };
-    if (status >= 400) return { type: "rejected", error, status, answer: this.clean(answer.slice(0, DEAD_LETTER_ANSWER_CHARS), api, false) };
-    // 1xx/3xx as a final answer: [api] url is probably not the final address; keep the data.
-    const hint = location ? ` (redirected to ${redactUrl(location)}; set [api] url to the final address)` : "";
-    return { type: "retry", error: this.clean(`HTTP ${status} from ${redactUrl(url)}${hint}`, api) };
-  }
-
-  /** Never the token, whatever the server or the network layer put in it; one line unless told. */
-  private clean(message: string, api: ApiOptions, oneLine = true): string {
-    return oneLine ? redactText(message, [api.token]) : replaceSecrets(message, [api.token]);
   }
 
   private delivered(batch: Batch): void {
@@ -708,7 +584,7 @@ export class Forwarder {
   }
 
   private recovered(): void {
-    this.log.info("API accepts uploads again", { after: this.degraded });
+    this.log.info("the output delivers again", { after: this.degraded });
     this.degraded = null;
     this.backoff.reset();
     this.gateUntil = 0;
@@ -777,29 +653,18 @@ export class Forwarder {
   private async probe(): Promise<void> {
     if (this.stopping || this.degraded !== "retry" || Date.now() < this.retryAfterUntil) return;
     if (this.gateUntil - Date.now() <= 0) return;
+    if (!this.output.probe) return;
     this.probing = true;
     const started = Date.now();
-    const api = this.api;
-    let status: number | null = null;
+    let up = false;
     try {
-      const init: RequestInit & { tls?: unknown } = {
-        method: "HEAD",
-        redirect: "manual",
-        signal: AbortSignal.any([AbortSignal.timeout(this.probeTimeoutMs), this.pumpStop.signal]),
-      };
-      if (!api.tlsVerify) init.tls = { rejectUnauthorized: false };
-      const res = await fetch(withoutUserinfo(api.url), init);
-      status = res.status;
-      await res.body?.cancel().catch(() => {});
-    } catch {
-      status = null;
+      up = await this.output.probe(AbortSignal.any([AbortSignal.timeout(this.probeTimeoutMs), this.pumpStop.signal]));
     } finally {
       this.probing = false;
     }
-    if (this.stopping || this.degraded !== "retry" || api !== this.api) return;
-    const up = status !== null && status < 500;
+    if (this.stopping || this.degraded !== "retry") return;
     if (up && (this.lastFailure === "network" || this.probeSawDown) && this.gateUntil > Date.now()) {
-      this.log.info("the API answers again; retrying now", { probe_status: status });
+      this.log.info(`the ${this.output.type === "cybexp_api" ? "API" : "output"} answers again; retrying now`, { destination: this.output.destination() });
       this.gateUntil = Math.max(Date.now(), this.retryAfterUntil);
       this.dispatch();
       return;
@@ -843,7 +708,7 @@ export class Forwarder {
         const b = piece.payload.subarray(cut);
         const countA = countNewlines(a);
         piece.held.parts++;
-        halves = [[{ held: piece.held, payload: a, count: countA }], [{ held: piece.held, payload: b, count: Math.max(0, piece.count - countA) }]];
+        halves = [[{ ...piece, payload: a, count: countA }], [{ ...piece, payload: b, count: Math.max(0, piece.count - countA) }]];
       }
     }
     if (!halves) return this.deadLetter(batch, 413, answer, `${error} (a single event of ${batch.bytes} bytes is too large for the API)`);
@@ -893,7 +758,7 @@ export class Forwarder {
           status,
           error,
           answer,
-          url: redactUrl(this.endpoint(this.api)),
+          url: this.output.destination(),
           at: new Date().toISOString(),
         },
         null,
@@ -1051,11 +916,6 @@ export class Forwarder {
     }
   }
 
-  private checkTls(): void {
-    if (this.api.tlsVerify || this.warnedTls || isBun()) return;
-    this.warnedTls = true;
-    this.log.warn(TLS_WARNING);
-  }
 }
 
 /** Offset where a payload splits into two non-empty sets of whole lines, or -1 (one line). */

@@ -4,8 +4,7 @@
 // carrying exactly the upload's file part, with the upload's other parts in headers.
 // Part of the plugin API (a rule module the core and the `nats` input share).
 import { readFileSync } from "node:fs";
-import { connect } from "@nats-io/transport-node";
-import { credsAuthenticator, type NatsConnection, type ConnectionOptions } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
 import { z } from "zod";
 import { errorMessage } from "./errortext.ts";
 import { redactUrl } from "./redact.ts";
@@ -75,9 +74,11 @@ export function natsSecrets(c: NatsConnectionConfig): string[] {
 /**
  * Connects, retrying for ever in the background once connected (the client reconnects by
  * itself and fails pending requests meanwhile, which callers retry). The first connection is
- * waited for up to `timeout`; it throws when no server answers.
+ * waited for up to `timeout`; it throws when no server answers. The client is loaded on first
+ * use: an agent without NATS never loads it.
  */
 export async function connectNats(c: NatsConnectionConfig, name: string): Promise<NatsConnection> {
+  const [{ connect }, { credsAuthenticator }] = await Promise.all([import("@nats-io/transport-node"), import("@nats-io/nats-core")]);
   const opts: ConnectionOptions & { tls?: { caFile?: string } | null } = {
     servers: c.servers.map((s) => s.replace(/^(nats|tls):\/\//, "")),
     name,

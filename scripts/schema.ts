@@ -119,6 +119,10 @@ export function configJsonSchema(): Record<string, unknown> {
     propertyNames: { pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" },
     additionalProperties: { oneOf: variants },
   };
+  // [api] is where uploads go unless the output is nats, which needs [output.nats] instead.
+  core.if = { properties: { output: { properties: { type: { const: "nats" } }, required: ["type"] } }, required: ["output"] };
+  core.then = { properties: { output: { required: ["nats"] } } };
+  core.else = { required: ["api"] };
   core.title = "cybexp-agent configuration";
   return core;
 }

@@ -13,7 +13,7 @@ type Schema = Record<string, any>;
 const ANNOTATIONS = new Set(["$schema", "title", "description", "default", "format", "examples"]);
 const KNOWN = new Set([
   "type", "properties", "additionalProperties", "required", "enum", "const", "pattern", "anyOf", "oneOf",
-  "items", "minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength", "minItems", "propertyNames",
+  "items", "minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength", "minItems", "propertyNames", "if", "then", "else",
 ]);
 
 function typeOk(type: string, v: unknown): boolean {
@@ -65,6 +65,10 @@ export function check(s: Schema | boolean, v: unknown, path = "$"): string[] {
     }
   }
   if (s.anyOf && !s.anyOf.some((sub: Schema) => check(sub, v, path).length === 0)) out.push(`${path}: matches none of anyOf (${JSON.stringify(v)})`);
+  if (s.if !== undefined) {
+    const then = check(s.if, v, path).length === 0 ? s.then : s.else;
+    if (then !== undefined) out.push(...check(then, v, path));
+  }
   if (s.oneOf) {
     const matching = s.oneOf.filter((sub: Schema) => check(sub, v, path).length === 0).length;
     if (matching !== 1) out.push(`${path}: matches ${matching} of oneOf`);
@@ -125,6 +129,9 @@ describe("agent.config.schema.json against config files", () => {
       [`${API}[inputs.a]\ntype = "file"\ntypetag = "t"`, /\$\.inputs\.a: matches 0 of oneOf/],
       [`${API}[inputs."bad name"]\ntype = "manual"\ntypetag = "t"`, /bad name \(name\)/],
       [`[agent]\ndata_dir = "d"`, /\$\.api: required/],
+      [`[output]\ntype = "nats"\n[output.nats]\nservers = ["nats://127.0.0.1:4222"]`, /^$/],
+      [`[output]\ntype = "nats"`, /\$\.output\.nats: required/],
+      [`[output]\ntype = "kafka"\n${API}`, /\$\.output\.type: matches none of anyOf/],
     ];
     for (const [text, want] of cases) {
       const p = problemsOf(text);

@@ -97,8 +97,8 @@ describe("config", () => {
       inputPlugins,
       { TOKEN: 'with "quotes" \\ and backslash' },
     );
-    assert.equal(c.api.url, "http://127.0.0.1:9");
-    assert.equal(c.api.token, 'with "quotes" \\ and backslash');
+    assert.equal(c.api!.url, "http://127.0.0.1:9");
+    assert.equal(c.api!.token, 'with "quotes" \\ and backslash');
     const p = problems(`[api]\nurl = "http://x"\ntoken = "\${MISSING_TOKEN}"\norgid = "o"\n`);
     assert.match(p[0]!, /:3: environment variable MISSING_TOKEN is not set/);
     assert.equal(substituteEnv("a = \"$${LITERAL}\"", {}).text, 'a = "${LITERAL}"');
@@ -128,6 +128,61 @@ describe("config", () => {
   test("the repository's agent.config.toml is valid", async () => {
     const c = await loadConfig(new URL("../agent.config.toml", import.meta.url).pathname, inputPlugins, {});
     assert.ok(c.inputs.size >= 2);
+  });
+});
+
+describe("[output]", () => {
+  const NATS = `[output]\ntype = "nats"\n[output.nats]\nservers = ["nats://127.0.0.1:4222", "tls://nats2.example:4222"]\n`;
+
+  test("the default output is the Cybex-P API; without [api] that is an error naming [api]", () => {
+    const c = parseConfig(API, "/x.toml", inputPlugins, {});
+    assert.equal(c.output.type, "cybexp_api");
+    assert.deepEqual(c.output.batch, { maxEvents: 1000, maxBytes: 1024 * 1024, maxWaitMs: 1000 });
+    const p = problems(`[agent]\ndata_dir = "d"\n`);
+    assert.equal(p.length, 1);
+    assert.match(p[0]!, /^api: required: the \[api\] table says where uploads go/);
+  });
+
+  test("type = nats needs no [api]: defaults, [output.batch], and inputs without an orgid send none", () => {
+    const c = parseConfig(`${NATS}[output.batch]\nmax_events = 200\n[inputs.hand]\ntype = "manual"\ntypetag = "t"\n[inputs.mine]\ntype = "manual"\ntypetag = "u"\norgid = "org9"\n[inputs.mine.batch]\nmax_events = 5\n`, "/etc/a/x.toml", inputPlugins, {});
+    assert.equal(c.api, undefined);
+    assert.equal(c.output.type, "nats");
+    const n = c.output.nats!;
+    assert.deepEqual(n.servers, ["nats://127.0.0.1:4222", "tls://nats2.example:4222"]);
+    assert.equal(n.stream, "CYBEXP_RAW");
+    assert.equal(n.subjectPrefix, "cybexp.raw");
+    assert.equal(n.createStream, false);
+    assert.equal(n.replicas, 1);
+    assert.equal(n.duplicateWindowMs, 120_000);
+    assert.equal(n.timeout, 10_000);
+    assert.equal(c.output.batch.maxEvents, 200);
+    assert.equal(c.inputs.get("hand")!.orgid, "");
+    assert.equal(c.inputs.get("hand")!.timezone, "UTC");
+    assert.equal(c.inputs.get("hand")!.batch.maxEvents, 200);
+    assert.equal(c.inputs.get("mine")!.orgid, "org9");
+    assert.equal(c.inputs.get("mine")!.batch.maxEvents, 5);
+  });
+
+  test("[api.batch] is the output's batch when there is no [output.batch]", () => {
+    const c = parseConfig(`${NATS}${API}[api.batch]\nmax_events = 300\n[inputs.hand]\ntype = "manual"\ntypetag = "t"\n`, "/x.toml", inputPlugins, {});
+    assert.equal(c.output.batch.maxEvents, 300);
+    assert.equal(c.inputs.get("hand")!.orgid, "org1");
+  });
+
+  test("a wrong servers URL, a missing [output.nats], an unknown type and a bad stream name are errors naming the key and line", () => {
+    const bad = problems(`[output]\ntype = "nats"\n[output.nats]\nservers = ["http://127.0.0.1:4222", "127.0.0.1:4222"]\nstream = "a.b"\n`);
+    assert.ok(bad.some((l) => /:4: output\.nats\.servers\[0\]: expected a nats:\/\/ or tls:\/\/ URL, got "http:\/\/127\.0\.0\.1:4222" \(http:\/\/\)/.test(l)), bad.join("\n"));
+    assert.ok(bad.some((l) => /output\.nats\.servers\[1\]: expected a nats:\/\/ or tls:\/\/ URL/.test(l)), bad.join("\n"));
+    assert.ok(bad.some((l) => /:5: output\.nats\.stream: /.test(l)), bad.join("\n"));
+    const missing = problems(`[output]\ntype = "nats"\n`);
+    assert.ok(missing.some((l) => /output\.nats: required with \[output\] type = "nats"/.test(l)), missing.join("\n"));
+    const kafka = problems(`${API}[output]\ntype = "kafka"\n`);
+    assert.ok(kafka.some((l) => /output\.type: /.test(l)), kafka.join("\n"));
+    const creds = problems(`[output]\ntype = "nats"\n[output.nats]\nservers = ["nats://h:4222"]\ncreds_file = "missing.creds"\nuser = "u"\n`);
+    assert.ok(creds.some((l) => /output\.nats\.creds_file: cannot read \/etc\/missing\.creds \(ENOENT\)/.test(l)), creds.join("\n"));
+    assert.ok(creds.some((l) => /output\.nats\.password: required with user/.test(l)), creds.join("\n"));
+    const userinfo = problems(`[output]\ntype = "nats"\n[output.nats]\nservers = ["nats://me:secret@h:4222"]\n`);
+    assert.ok(userinfo.some((l) => /not in the URL/.test(l) && !l.includes("secret")), userinfo.join("\n"));
   });
 });
 

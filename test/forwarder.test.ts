@@ -8,7 +8,8 @@ import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BatchLimits } from "../agent/config.ts";
-import { Forwarder, routeKey, type ApiOptions, type ForwarderOptions, type RetryOptions, type RouteMeta } from "../agent/forwarder.ts";
+import { Forwarder, routeKey, type ForwarderOptions, type RetryOptions, type RouteMeta } from "../agent/forwarder.ts";
+import { CybexApiTransport, type ApiOptions } from "../agent/output/http.ts";
 import { parseRetryAfter } from "../agent/backoff.ts";
 import { silentLogger } from "../agent/log.ts";
 import { serve, type Served } from "../agent/serve.ts";
@@ -62,10 +63,17 @@ function api(url: string, over: Partial<ApiOptions> = {}): ApiOptions {
   return { url, token: TOKEN, timeoutMs: 5000, concurrency: 2, tlsVerify: true, ...over };
 }
 
-function forwarder(apiOpts: ApiOptions, limits: Partial<BatchLimits> = {}, retry: RetryOptions = {}, more: Partial<ForwarderOptions> = {}): Forwarder {
+/** A forwarder to the Cybex-P API; setApi() changes its [api] settings as a config reload does. */
+function forwarder(
+  apiOpts: ApiOptions,
+  limits: Partial<BatchLimits> = {},
+  retry: RetryOptions = {},
+  more: Partial<ForwarderOptions> = {},
+): Forwarder & { setApi(next: ApiOptions): void } {
+  const output = new CybexApiTransport(apiOpts, silentLogger);
   const f = new Forwarder({
     spool,
-    api: apiOpts,
+    output,
     batchFor: () => ({ maxEvents: 1000, maxBytes: 1 << 20, maxWaitMs: 20, ...limits }),
     deadLetterDir: join(dir, "dead-letter"),
     log: silentLogger,
@@ -73,7 +81,13 @@ function forwarder(apiOpts: ApiOptions, limits: Partial<BatchLimits> = {}, retry
     retry: { baseMs: 20, capMs: 100, unauthorizedMs: 100, ...retry },
   });
   cleanups.push(() => f.stop(1000));
-  return f;
+  return Object.assign(f, {
+    setApi(next: ApiOptions) {
+      const changed = next.url !== output.options.url || next.token !== output.options.token;
+      output.setApi(next);
+      if (changed) f.retryNow();
+    },
+  });
 }
 
 

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import type { Parsed } from "../cli.ts";
 import { sleep } from "../backoff.ts";
 import { loadConfig, type InputConfig } from "../config.ts";
-import { Forwarder, type BatchSink } from "../forwarder.ts";
+import { Forwarder } from "../forwarder.ts";
+import type { OutputTransport } from "../output/transport.ts";
 import { createLogger, stderrSink } from "../log.ts";
 import type { EventKind } from "../plugin.ts";
 import { Spool } from "../spool/index.ts";
@@ -41,17 +42,22 @@ export async function testCommand(p: Parsed): Promise<number> {
 
   const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: config.spool.maxBytes, whenFull: "block", fsync: "never", log: log.child({ component: "spool" }) });
   const printed = new Map<string, number>();
-  const printer: BatchSink = {
-    async send(meta, kind, payloads, events) {
-      printed.set(meta.input, (printed.get(meta.input) ?? 0) + events);
-      await writeStdout(uploadText(meta, kind, payloads, events));
+  // The output: standard output, one batch at a time, so that uploads print whole and in order.
+  const printer: OutputTransport = {
+    type: "test",
+    concurrency: 1,
+    recordPerBatch: false,
+    destination: () => "standard output",
+    async send(batch) {
+      printed.set(batch.meta.input, (printed.get(batch.meta.input) ?? 0) + batch.events);
+      await writeStdout(uploadText(batch.meta, batch.kind, batch.records.map((r) => r.payload), batch.events));
+      return { type: "sent" };
     },
   };
   const forwarder = new Forwarder({
     spool,
-    api: { url: config.api.url, token: "", timeoutMs: config.api.timeoutMs, concurrency: 1, tlsVerify: true },
-    sink: printer,
-    batchFor: (meta) => inputs.get(meta.input)?.batch ?? config.api.batch,
+    output: printer,
+    batchFor: (meta) => inputs.get(meta.input)?.batch ?? config.output.batch,
     deadLetterDir: join(dir, "dead-letter"),
     log: log.child({ component: "output" }),
   });

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { CybexApiTransport } from "../../agent/output/http.ts";
 import { Forwarder, routeKey } from "../../agent/forwarder.ts";
 import { createLogger } from "../../agent/log.ts";
 import { Spool } from "../../agent/spool/index.ts";
@@ -40,7 +41,7 @@ const fsync = values.fsync === "always" || values.fsync === "never" ? values.fsy
 const spool = await Spool.open({ dir: join(dir, "spool"), maxBytes: 1024 ** 3, whenFull: "block", fsync, log });
 const forwarder = new Forwarder({
   spool,
-  api: { url: receiverUrl, token: "bench", timeoutMs: 30_000, concurrency: Number(values.concurrency), tlsVerify: true },
+  output: new CybexApiTransport({ url: receiverUrl, token: "bench", timeoutMs: 30_000, concurrency: Number(values.concurrency), tlsVerify: true }, log),
   batchFor: () => ({ maxEvents: 1000, maxBytes: 1024 * 1024, maxWaitMs: 1000 }),
   deadLetterDir: join(dir, "dead-letter"),
   log,
