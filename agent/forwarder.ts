@@ -54,6 +54,10 @@ export interface ForwarderStatus {
   dead_letter_bytes: number;
   /** Dead letters removed (oldest first) to keep the folder within its bound. */
   dead_letter_removed: number;
+  /** The output: "cybexp_api" or "nats". */
+  type: string;
+  /** What the output adds (nats: the connected server, the stream). */
+  [detail: string]: unknown;
 }
 
 /**
@@ -313,6 +317,8 @@ export class Forwarder {
       last_error_at: lastError === null ? null : new Date(this.lastErrorAt).toISOString(),
       dead_letter_bytes: this.deadLetterBytes,
       dead_letter_removed: this.deadLetterRemoved,
+      type: this.output.type,
+      ...this.output.detail?.(),
     };
   }
 

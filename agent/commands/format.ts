@@ -18,7 +18,11 @@ export interface StatusJson {
     /** Why /health counts it as a problem, or null. */
     problem?: string | null;
   }[];
-  output: { state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null };
+  output: {
+    state: string; sent_events: number; sent_uploads: number; retries: number; dead_lettered: number; last_error: string | null;
+    /** "cybexp_api" or "nats"; a nats output also names its stream and the server it is connected to. */
+    type?: string; stream?: string; server?: string | null;
+  };
   spool: {
     events: number; bytes: number; max_bytes: number; oldest_event_age_s: number; dropped: number;
     /** Why the spool takes no more (inputs are paused meanwhile), or null. */
@@ -68,7 +72,8 @@ export function formatStatus(s: StatusJson, rc: RunningConfig): string {
     s.inputs.length ? table(rows) : "no inputs configured",
     ...(polls.length || problems.length ? ["", ...polls, ...problems] : []),
     "",
-    `OUTPUT  ${o.state}: ${plural(o.sent_events, "event")} in ${plural(o.sent_uploads, "upload")}, ${plural(o.retries, "retry")}, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
+    `OUTPUT  ${o.state}${o.type === "nats" ? ` (nats stream ${o.stream}, ${o.server ? `connected to ${o.server}` : "not connected"})` : ""}: ` +
+      `${plural(o.sent_events, "event")} in ${plural(o.sent_uploads, o.type === "nats" ? "message" : "upload")}, ${plural(o.retries, "retry")}, ${o.dead_lettered} dead-lettered${o.last_error ? `; last error: ${o.last_error}` : ""}`,
     `SPOOL   ${plural(sp.events, "event")}, ${formatBytes(sp.bytes)} of ${formatBytes(sp.max_bytes)}, oldest ${duration(Math.round(sp.oldest_event_age_s))}, ${sp.dropped} dropped`,
   ].join("\n");
 }
