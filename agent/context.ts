@@ -42,6 +42,10 @@ export interface ContextOptions {
   tap?: TapHub;
   /** One pass only (InputContext.runOnce). */
   runOnce?: boolean;
+  /** Nothing leaves the agent (InputContext.dryRun). */
+  dryRun?: boolean;
+  /** The input's own upload parts (InputContext.route); default: read from the route key. */
+  uploadRoute?: UploadRoute;
 }
 
 export type CoreInputContext<S = unknown> = InputContext<S> & {
@@ -102,6 +106,8 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     signal: o.signal,
     hostname: o.hostname,
     runOnce: o.runOnce ?? false,
+    dryRun: o.dryRun ?? false,
+    route: o.uploadRoute ?? uploadRouteOf(o.route),
     counters,
     settled: () => lastCheckpoint,
     runReturned() {
@@ -141,6 +147,18 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       counters.detail = { ...counters.detail, ...detail };
     },
   };
+}
+
+/** The upload parts a route key names (empty strings for parts it lacks). */
+function uploadRouteOf(key: string): UploadRoute {
+  let m: Record<string, unknown> = {};
+  try {
+    m = JSON.parse(key) as Record<string, unknown>;
+  } catch {
+    // a route key made by hand in a test: no parts
+  }
+  const part = (k: string) => (typeof m[k] === "string" ? (m[k] as string) : "");
+  return { name: part("name"), orgid: part("orgid"), typetag: part("typetag"), timezone: part("timezone") };
 }
 
 /** How long a stopped input's last checkpoint keeps waiting for disk space. */

@@ -59,6 +59,17 @@ export interface InputContext<State = unknown> {
    */
   readonly runOnce: boolean;
   /**
+   * The events go nowhere (`cybexp-agent test`): change nothing outside the agent that a real
+   * run would count on. The `nats` input gives its messages back instead of acknowledging them,
+   * so that the real relay still gets them.
+   */
+  readonly dryRun: boolean;
+  /**
+   * This input's own upload parts (its name, orgid, typetag and timezone as configured). A relay
+   * fills in its own orgid and timezone for batches whose sensor sent none.
+   */
+  readonly route: UploadRoute;
+  /**
    * Hand text events (one line each, no trailing newline) to the spool. Resolves once the
    * spool has taken them; waits while the spool is full in `block` mode or its disk is below
    * `spool.min_free` (that wait is the backpressure an input feels). All or nothing: a

@@ -45,6 +45,8 @@ export interface SupervisorOptions {
    * that returns is "stopped", one that throws is "failed" with its error; none is restarted.
    */
   once?: boolean;
+  /** Nothing the inputs take leaves the agent (`cybexp-agent test`): InputContext.dryRun. */
+  dryRun?: boolean;
 }
 
 export interface ReloadResult {
@@ -166,6 +168,7 @@ class RunningInput {
         stateSchema: plugin.state,
         tap: sup.tap,
         runOnce: sup.once && !plugin.listens,
+        dryRun: sup.dryRun,
       });
       const startedAt = Date.now();
       let failure: unknown;

@@ -61,7 +61,7 @@ export async function testCommand(p: Parsed): Promise<number> {
     deadLetterDir: join(dir, "dead-letter"),
     log: log.child({ component: "output" }),
   });
-  const supervisor = new Supervisor({ spool, state, plugins: p.plugins, log, hostname: config.agent.hostname, once: true });
+  const supervisor = new Supervisor({ spool, state, plugins: p.plugins, log, hostname: config.agent.hostname, once: true, dryRun: true });
 
   const interrupted = new AbortController();
   const onSignal = () => interrupted.abort();

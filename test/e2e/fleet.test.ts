@@ -175,6 +175,38 @@ describe("fleet: one JetStream node (compiled executable)", { skip: fleetSkip },
   });
 });
 
+describe("fleet: cybexp-agent test on a relay (compiled executable)", { skip: fleetSkip }, () => {
+  test("prints what the relay would upload, acknowledges nothing: a real relay afterwards delivers every line", async () => {
+    const nats = await startNatsServer();
+    const receiver = await referenceReceiver();
+    const edgeDir = edgeFolder([nats.url]);
+    const relayDir = agentFolder(relayConfig(receiver.url, [nats.url]));
+    let edge: RunningAgent | undefined, relay: RunningAgent | undefined;
+    try {
+      edge = await startAgent(edgeDir);
+      const want = lines("dry-run", 2_000);
+      await feed(edgeDir, want, 4, 20);
+      await until(async () => ((await (await fetch(`${edge!.url}/status`, { headers: { authorization: `Bearer ${edge!.token}` } })).json()) as { output: { sent_events: number } }).output.sent_events >= want.length, "the edge's lines in JetStream", 30_000);
+      const dry = await cli(relayDir, ["test", "fleet", "--duration", "2s"]);
+      assert.equal(dry.code, 0, dry.stderr);
+      const printed = dry.stdout.split("\n").filter((l) => l.startsWith("dry-run "));
+      assert.deepEqual(printed.slice().sort(), want.slice().sort());
+      assert.match(dry.stdout, /^=== upload input=fleet name=honeypot-7 orgid=org-edge typetag=sshd timezone=UTC kind=text events=\d+$/m);
+      assert.equal(receiver.uploads.length, 0, "the test sent nothing");
+      relay = await startAgent(relayDir);
+      const arrivals = new Arrivals(receiver, "honeypot-7");
+      await settleOrFail([[arrivals, want.length]], () => `every line after the dry run: ${relay!.log().slice(-1500)}`, undefined, 60_000);
+      assert.equal(differences(await arrivals.lines(), want), "");
+    } finally {
+      await stopAndRemove(relay);
+      if (!relay) rmSync(relayDir, { recursive: true, force: true });
+      await stopAndRemove(edge);
+      await receiver.close();
+      await nats.close();
+    }
+  });
+});
+
 describe("fleet: JetStream down when the edge starts (compiled executable)", { skip: fleetSkip }, () => {
   test("lines written while no server runs arrive once it is up", async () => {
     const port = await freePort();
