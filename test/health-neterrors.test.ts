@@ -15,6 +15,7 @@ import { hostPort, networkErrorText } from "../agent/neterrors.ts";
 import { createLogger } from "../agent/log.ts";
 import { makeTestCerts, OPENSSL } from "../plugins/syslog/certs.testutil.ts";
 import { until } from "./testing/until.ts";
+import { freePort } from "./testing/ports.ts";
 import { AGENT_AND_CONTROL, startTestAgent } from "./testing/agent.ts";
 
 const RUNTIME_WORDS = /Is the computer able|verbose: true|error sending request|client error|fetch failed|os error/i;
@@ -24,13 +25,6 @@ async function listening(server: Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-/** A port with nothing listening on it (bound once, then closed). */
-async function closedPort(): Promise<number> {
-  const s = createTcpServer();
-  const port = await listening(s);
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function pollError(url: string, client = new HttpClient({ timeoutMs: 5000 })): Promise<HttpError> {
   try {
@@ -52,7 +46,7 @@ test("hostPort names the scheme's port when the URL has none", () => {
 });
 
 test("connection refused: a poll names the URL, the host and port, and the cause", async () => {
-  const port = await closedPort();
+  const port = await freePort();
   const err = await pollError(`http://127.0.0.1:${port}/feed.txt`);
   assert.equal(err.kind, "retryable");
   assert.equal(err.message, `cannot reach http://127.0.0.1:${port}/feed.txt: cannot connect to 127.0.0.1:${port}: connection refused`);
@@ -109,14 +103,14 @@ test("a certificate from an unknown CA: 'TLS certificate not accepted'", { skip:
 });
 
 test("networkErrorText on a plain fetch failure of this runtime", async () => {
-  const port = await closedPort();
+  const port = await freePort();
   const url = `http://127.0.0.1:${port}/raw`;
   const err = await fetch(url).then(() => assert.fail("fetch succeeded"), (e: unknown) => e);
   assert.equal(networkErrorText(err, url), `cannot connect to 127.0.0.1:${port}: connection refused`);
 });
 
 test("the output says the same: an API that is not listening", async () => {
-  const port = await closedPort();
+  const port = await freePort();
   const a = await startTestAgent(`${AGENT_AND_CONTROL}[api]
 url = "http://127.0.0.1:${port}"
 token = "api-token"

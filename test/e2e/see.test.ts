@@ -4,21 +4,14 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer, type AddressInfo } from "node:net";
+import { connect } from "node:net";
+import { freePort } from "../testing/ports.ts";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
 import { agentFolder, Arrivals, cli, configText, referenceReceiver, settleOrFail, skip, startAgent, stopGracefully, type RunningAgent } from "../testing/e2e.ts";
 import { until } from "../testing/until.ts";
 
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 const FILE_INPUT = `[inputs.logs]
 type = "file"
@@ -154,7 +147,7 @@ describe("tap with no daemon", { skip }, () => {
 
 describe("test (compiled executable)", { skip }, () => {
   test("an API nothing listens on: the file's lines are printed as an upload, exit 0, the data_dir untouched; a later run delivers every line", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const dir = agentFolder(configText(`http://127.0.0.1:${port}`, FILE_INPUT));
     const receiver = await referenceReceiver();
     try {
@@ -191,7 +184,7 @@ describe("test (compiled executable)", { skip }, () => {
   });
 
   test("a listener listens for --duration; a failing poll is exit 1 with its error; an unknown input is named", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const dir = agentFolder(configText(`http://127.0.0.1:${port}`, `[inputs.syslog]
 type = "syslog"
 typetag = "syslog"

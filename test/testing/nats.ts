@@ -23,6 +23,8 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import { freePort } from "./ports.ts";
+export { freePort };
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
@@ -79,16 +81,6 @@ function track(child: ChildProcess): void {
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
