@@ -186,8 +186,10 @@ export class NatsTransport implements OutputTransport {
   private publishError(err: unknown, subject: string): string {
     const text = errorMessageOrName(err);
     const name = (err as Error)?.name ?? "";
-    if (name === "NoRespondersError" || /no responders|503/i.test(text)) {
-      return `no JetStream stream answered for ${subject} on ${this.cfg.servers.join(", ")} (does stream ${this.cfg.stream} take ${this.cfg.subjectPrefix}.>? create_stream = true creates it; a stream electing a leader answers again shortly)`;
+    // The client reports a publish nobody answered as "no responders" or, since it cannot tell
+    // the two apart, as JetStream not being enabled.
+    if (name === "NoRespondersError" || /no responders|503|jetstream is not enabled/i.test(text)) {
+      return `no JetStream stream answered for ${subject} on ${this.cfg.servers.join(", ")} (does stream ${this.cfg.stream} take ${this.cfg.subjectPrefix}.>? create_stream = true creates it; is JetStream enabled on the servers? a stream electing a leader answers again shortly)`;
     }
     if (name === "TimeoutError" || /timeout/i.test(text)) return `timeout after ${this.cfg.timeout} ms waiting for JetStream to store a message on ${subject}`;
     return `publishing to ${subject}: ${text}`;
