@@ -5,7 +5,7 @@ import { formatPath } from "./config.ts";
 import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger, type UploadRoute } from "./plugin.ts";
 import { routeKey } from "./forwarder.ts";
 import { isNoSpace } from "./fserrors.ts";
-import type { Spool } from "./spool/index.ts";
+import type { FramedEvents, Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
 import type { TapHub } from "./tap.ts";
 import { errorFirstLine, errorMessage } from "./errortext.ts";
@@ -83,8 +83,8 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     return key;
   };
 
-  async function emit(kind: EventKind, lines: string[], opts?: EmitOptions): Promise<void> {
-    if (lines.length === 0) return;
+  async function emit(kind: EventKind, lines: string[] | FramedEvents, opts?: EmitOptions): Promise<void> {
+    if (Array.isArray(lines) ? lines.length === 0 : lines.count === 0) return;
     await o.spool.append(routeOf(opts?.route), kind, lines, {
       maxEventsPerRecord: o.maxEventsPerRecord,
       maxBytesPerRecord: o.maxBytesPerRecord,
@@ -93,11 +93,14 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       signal: opts?.signal ? AbortSignal.any([o.signal, opts.signal]) : o.signal,
     });
     let bytes = 0;
-    for (const l of lines) bytes += l.length + 1;
-    counters.events += lines.length;
+    if (Array.isArray(lines)) for (const l of lines) bytes += l.length + 1;
+    else bytes = lines.bytes.byteLength;
+    const count = Array.isArray(lines) ? lines.length : lines.count;
+    counters.events += count;
     counters.bytes += bytes;
     counters.last_event_at = new Date().toISOString();
-    if (o.tap?.active) o.tap.offer(o.name, kind, lines);
+    // Framed events become strings only for someone who taps them.
+    if (o.tap?.active) o.tap.offer(o.name, kind, Array.isArray(lines) ? lines : framedLines(lines.bytes));
   }
 
   return {
@@ -116,6 +119,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     emitText: (lines, opts) => emit("text", lines, opts),
     emitJson: (objects, opts) => emit("json", objects.map((x) => JSON.stringify(x)), opts),
     emitJsonLines: (lines, opts) => emit("json", lines, opts),
+    emitFramed: (kind, payload, opts) => emit(kind, framed(payload), opts),
     loadState: () => loadCheckedState<S>(o),
     checkpoint(state: S): Promise<void> {
       if (returned) {
@@ -147,6 +151,26 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
       counters.detail = { ...counters.detail, ...detail };
     },
   };
+}
+
+/** A payload of "\n"-ended lines as the spool takes it; a last line without "\n" gets one. */
+function framed(payload: Uint8Array): FramedEvents {
+  if (payload.byteLength === 0) return { bytes: payload, count: 0 };
+  let bytes = payload;
+  if (bytes[bytes.byteLength - 1] !== 0x0a) {
+    bytes = new Uint8Array(payload.byteLength + 1);
+    bytes.set(payload);
+    bytes[payload.byteLength] = 0x0a;
+  }
+  let count = 0;
+  for (let i = bytes.indexOf(0x0a); i !== -1; i = bytes.indexOf(0x0a, i + 1)) count++;
+  return { bytes, count };
+}
+
+function framedLines(bytes: Uint8Array): string[] {
+  const lines = new TextDecoder().decode(bytes).split("\n");
+  lines.pop();
+  return lines;
 }
 
 /** The upload parts a route key names (empty strings for parts it lacks). */

@@ -86,6 +86,13 @@ export interface InputContext<State = unknown> {
    */
   emitJsonLines(lines: string[], opts?: EmitOptions): Promise<void>;
   /**
+   * Hand events already framed as the spool keeps them, without making a string of each:
+   * `payload` is UTF-8, every event one line ending in "\n" (a JSON object text per line for
+   * "json", which the input has validated). A relay hands a message's body over as it came.
+   * The same promises as emitText.
+   */
+  emitFramed(kind: EventKind, payload: Uint8Array, opts?: EmitOptions): Promise<void>;
+  /**
    * The input's saved state, or undefined on first run. Throws a FatalInputError when the
    * file does not match the plugin's `state` schema (the input is failed, not restarted).
    */

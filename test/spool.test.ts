@@ -80,6 +80,24 @@ describe("crc32", () => {
 });
 
 describe("spool append/read/ack", () => {
+  it("framed events (bytes of \\n-ended lines) make the same records as the same events as strings, cut by events and bytes", async () => {
+    const lines = Array.from({ length: 2500 }, (_, i) => `ev ${i} ${"é".repeat(i % 7)}`);
+    const bytes = new TextEncoder().encode(lines.map((l) => `${l}\n`).join(""));
+    for (const opts of [{ maxEventsPerRecord: 1000 }, { maxEventsPerRecord: 5000, maxBytesPerRecord: 4096 }]) {
+      const asStrings = await openSpool(tmpDir());
+      const asBytes = await openSpool(tmpDir());
+      await asStrings.append("r", "text", lines, opts);
+      await asBytes.append("r", "text", { bytes, count: lines.length }, opts);
+      const a = drain(asStrings).map((r) => [r.count, text(r)]);
+      const b = drain(asBytes).map((r) => [r.count, text(r)]);
+      assert.deepEqual(b, a, JSON.stringify(opts));
+      assert.ok(a.length > 1);
+    }
+    const one = await openSpool(tmpDir());
+    await one.append("r", "json", { bytes: new TextEncoder().encode('{"a":1}\n{"b":2}\n'), count: 2 }, { maxBytesPerRecord: 3 });
+    assert.deepEqual(drain(one).map((r) => [r.kind, r.count, text(r)]), [["json", 1, '{"a":1}\n'], ["json", 1, '{"b":2}\n']], "a line longer than the byte limit is a record of its own");
+  });
+
   it("returns records in append order with their route, kind, count and payload", async () => {
     const spool = await openSpool(tmpDir());
     await spool.append("r1", "text", ["a", "b"]);

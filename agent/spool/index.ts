@@ -20,14 +20,14 @@ import { WindowPool } from "./windowpool.ts";
 import { MAX_SEGMENT_BYTES } from "./segment.ts";
 import { Ledger } from "./ledger.ts";
 import { recover } from "./recovery.ts";
-import { SpoolWriter, type AppendOptions, type FullReason } from "./writer.ts";
+import { SpoolWriter, type AppendOptions, type FramedEvents, type FullReason } from "./writer.ts";
 import { Durability } from "./fsync.ts";
 import { FreeSpace, type MinFree } from "./space.ts";
 import { SpoolReader, type SpoolRecord } from "./reader.ts";
 import { AckWriter } from "./acks.ts";
 
 export type { MinFree } from "./space.ts";
-export type { FullReason, AppendOptions } from "./writer.ts";
+export type { FullReason, AppendOptions, FramedEvents } from "./writer.ts";
 export type { SpoolRecord } from "./reader.ts";
 export { HEADER_BYTES } from "./record.ts";
 
@@ -136,7 +136,7 @@ export class Spool {
    * or less than minFree free on its filesystem) `block` makes the append wait; `drop_oldest`
    * discards the oldest records instead.
    */
-  append(route: string, kind: "text" | "json", events: string[], opts?: AppendOptions): Promise<void> {
+  append(route: string, kind: "text" | "json", events: string[] | FramedEvents, opts?: AppendOptions): Promise<void> {
     if (this.closed) return Promise.reject(new SpoolClosedError());
     return this.writer.append(route, kind, events, opts);
   }

@@ -44,11 +44,20 @@ function abortError(signal: AbortSignal): unknown {
   return signal.reason instanceof Error ? signal.reason : new DOMException("the append was cancelled", "AbortError");
 }
 
+/**
+ * Events already framed as a record's payload keeps them: UTF-8, each event a line ending in
+ * "\n", `count` lines in all. Appended without making strings of them.
+ */
+export interface FramedEvents {
+  bytes: Uint8Array;
+  count: number;
+}
+
 /** One append() call waiting to be written. */
 interface AppendJob {
   routeBytes: Uint8Array;
   kindCode: number;
-  events: string[];
+  events: string[] | FramedEvents;
   maxEvents: number;
   maxPayload: number;
   sync: boolean;
@@ -113,8 +122,8 @@ export class SpoolWriter {
     return this.appendQueue.length > 0 ? this.fullReason ?? "max_bytes" : null;
   }
 
-  append(route: string, kind: "text" | "json", events: string[], opts?: AppendOptions): Promise<void> {
-    if (events.length === 0) return Promise.resolve();
+  append(route: string, kind: "text" | "json", events: string[] | FramedEvents, opts?: AppendOptions): Promise<void> {
+    if (Array.isArray(events) ? events.length === 0 : events.count === 0) return Promise.resolve();
     const signal = opts?.signal;
     let routeBytes = this.routeCache.get(route);
     if (routeBytes === undefined) {
@@ -333,27 +342,63 @@ export class SpoolWriter {
     this.scratchLen = 0;
     job.recordLens = [];
     job.recordCounts = [];
+    const events = job.events;
+    const total = Array.isArray(events) ? events.length : events.count;
+    if (!Array.isArray(events)) this.ensureScratch(events.bytes.byteLength + (HEADER_BYTES + job.routeBytes.length) * Math.ceil(total / job.maxEvents));
     let next = 0;
-    while (next < job.events.length) {
+    let nextByte = 0;
+    while (next < total) {
       const at = this.scratchLen;
-      const end = this.encodeRecord(job, next, at);
+      let end: number;
+      if (Array.isArray(events)) end = this.encodeRecord(job, events, next, at);
+      else [end, nextByte] = this.encodeFramedRecord(job, events, next, nextByte, at);
       job.recordLens.push(this.scratchLen - at);
       job.recordCounts.push(end - next);
       next = end;
       if (this.scratchLen > MAX_APPEND_BYTES) {
         this.scratchLen = 0;
-        throw new Error(`one append of ${job.events.length} events is more than ${MAX_APPEND_BYTES >> 20} MiB; hand them over in parts`);
+        throw new Error(`one append of ${total} events is more than ${MAX_APPEND_BYTES >> 20} MiB; hand them over in parts`);
       }
     }
     this.encodedJob = job;
   }
 
   /**
+   * Copy the framed events [start, ...) (from byte `from`) as one record at offset `at` of the
+   * scratch buffer: as many whole lines as the record's limits take, at least one. Returns the
+   * index and the byte offset after its last event.
+   */
+  private encodeFramedRecord(job: AppendJob, framed: FramedEvents, start: number, from: number, at: number): [number, number] {
+    const { bytes } = framed;
+    let end = start;
+    let to = from;
+    while (end < framed.count && end - start < job.maxEvents) {
+      const nl = bytes.indexOf(0x0a, to);
+      const lineEnd = nl === -1 ? bytes.byteLength : nl + 1;
+      if (end > start && lineEnd - from > job.maxPayload) break;
+      to = lineEnd;
+      end++;
+    }
+    const payloadLen = to - from;
+    if (payloadLen > MAX_PAYLOAD) throw new Error(`spool record too large (${payloadLen} bytes)`);
+    const routeLen = job.routeBytes.length;
+    const payloadAt = at + HEADER_BYTES + routeLen;
+    this.ensureScratch(payloadAt + payloadLen);
+    const scratch = this.scratch;
+    scratch.set(bytes.subarray(from, to), payloadAt);
+    scratch.set(job.routeBytes, at + HEADER_BYTES);
+    const recordEnd = payloadAt + payloadLen;
+    writeHeader(this.scratchView, at, payloadLen, Date.now(), end - start, job.kindCode, routeLen);
+    sealRecord(scratch, this.scratchView, at, recordEnd - at);
+    this.scratchLen = recordEnd;
+    return [end, to];
+  }
+
+  /**
    * Encode the record of events [start, ...) at offset `at` of the scratch buffer (scratchLen
    * becomes its end); returns the index after its last event.
    */
-  private encodeRecord(job: AppendJob, start: number, at: number): number {
-    const { events } = job;
+  private encodeRecord(job: AppendJob, events: string[], start: number, at: number): number {
     let end = Math.min(events.length, start + job.maxEvents);
     let chars = 0;
     for (let i = start; i < end; i++) chars += events[i]!.length + 1;

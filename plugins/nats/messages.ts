@@ -17,10 +17,13 @@ export interface OwnParts {
 export interface RelayBatch {
   kind: EventKind;
   route: UploadRoute;
-  /** The events: JSON object texts (kind json) or text lines, without their "\n". */
-  lines: string[];
-  /** Body bytes. */
-  bytes: number;
+  /**
+   * The events as the spool takes them (ctx.emitFramed): the body, every event a line ending
+   * in "\n" (one is added to a last line without it). Text bodies are not decoded at all.
+   */
+  body: Uint8Array;
+  /** Events in body. */
+  count: number;
 }
 
 export type Parsed = { ok: true; batch: RelayBatch } | { ok: false; reason: string };
@@ -68,13 +71,30 @@ export function parseMessage(headers: MsgHdrs | undefined, data: Uint8Array, own
   if (!orgid) return { ok: false, reason: `no ${NATS_HEADERS.orgid} header` };
   const timezone = header(headers, NATS_HEADERS.timezone) || own.timezone || FALLBACK_TIMEZONE;
 
-  const lines = splitBody(decoder.decode(data));
-  if (lines.length === 0) return { ok: false, reason: "an empty body (no events)" };
+  if (data.byteLength === 0) return { ok: false, reason: "an empty body (no events)" };
   if (kind === "json") {
+    // JSON is checked line by line: the API would refuse the whole upload for one bad line.
+    const lines = splitBody(decoder.decode(data));
     for (let i = 0; i < lines.length; i++) {
       const why = notAnObject(lines[i]!);
       if (why !== null) return { ok: false, reason: `line ${i + 1} of ${lines.length} is ${why}` };
     }
   }
-  return { ok: true, batch: { kind, route: { name, orgid, typetag, timezone }, lines, bytes: data.length } };
+  const body = endsInNewline(data);
+  return { ok: true, batch: { kind, route: { name, orgid, typetag, timezone }, body, count: countLines(body) } };
+}
+
+/** `data`, or a copy with "\n" after a last line that lacks it. */
+function endsInNewline(data: Uint8Array): Uint8Array {
+  if (data[data.byteLength - 1] === 0x0a) return data;
+  const out = new Uint8Array(data.byteLength + 1);
+  out.set(data);
+  out[data.byteLength] = 0x0a;
+  return out;
+}
+
+function countLines(body: Uint8Array): number {
+  let n = 0;
+  for (let i = body.indexOf(0x0a); i !== -1; i = body.indexOf(0x0a, i + 1)) n++;
+  return n;
 }

@@ -133,11 +133,12 @@ describe("nats input: reading a message", () => {
 
   test("the route from the headers; an empty timezone is UTC", () => {
     const ok = parseMessage(h(full), body('{"a":1}\n{"b":2}\n'));
-    assert.deepEqual(ok, { ok: true, batch: { kind: "json", route: { name: "cowrie", orgid: "acme", typetag: "cowrie", timezone: "UTC" }, lines: ['{"a":1}', '{"b":2}'], bytes: 16 } });
-    const text = parseMessage(h({ ...full, kind: "text", timezone: "" }), body("x y\n"));
+    assert.deepEqual(ok, { ok: true, batch: { kind: "json", route: { name: "cowrie", orgid: "acme", typetag: "cowrie", timezone: "UTC" }, body: body('{"a":1}\n{"b":2}\n'), count: 2 } });
+    const text = parseMessage(h({ ...full, kind: "text", timezone: "" }), body("x y\nlast without newline"));
     assert.ok(text.ok);
     assert.equal(text.batch.route.timezone, "UTC");
-    assert.deepEqual(text.batch.lines, ["x y"]);
+    assert.equal(new TextDecoder().decode(text.batch.body), "x y\nlast without newline\n");
+    assert.equal(text.batch.count, 2);
     // The input's own orgid and timezone fill in empty ones, when the input knows them.
     const own = parseMessage(h({ ...full, orgid: "", timezone: "" }), body("{}\n"), { orgid: "relay-org", timezone: "Asia/Tokyo" });
     assert.ok(own.ok);
@@ -320,17 +321,17 @@ describe("nats input: relaying", () => {
     await withServer(async (srv, c) => {
       await withInputEnv(plugin, { name: "relay" }, async (env) => {
         const input = env.start({ servers: [srv.url], ack_wait: "1s" });
-        const realEmit = input.ctx.emitJsonLines;
+        const realEmit = input.ctx.emitFramed;
         let release!: () => void;
         const gate = new Promise<void>((r) => (release = r));
         let calls = 0;
-        input.ctx.emitJsonLines = async (lines, opts) => {
+        input.ctx.emitFramed = async (kind, payload, opts) => {
           calls++;
           if (calls === 1) {
             await gate;
             throw new Error("disk trouble (test)");
           }
-          return realEmit(lines, opts);
+          return realEmit(kind, payload, opts);
         };
         await publishEdge(c.js, edgeMessage(COWRIE_EDGE, COWRIE));
         await until(() => calls === 1, "the emit to start");
@@ -364,10 +365,10 @@ describe("nats input: relaying", () => {
           const opts = { servers: [proxy.url], ack_wait: "2s", timeout: "1s" };
           // 1. The ack is swallowed by the network, the connection dies; the server delivers the message again.
           const first = env.start(opts);
-          const realEmit = first.ctx.emitJsonLines;
+          const realEmit = first.ctx.emitFramed;
           let holes = 0;
-          first.ctx.emitJsonLines = async (lines, o) => {
-            await realEmit(lines, o);
+          first.ctx.emitFramed = async (kind, payload, o) => {
+            await realEmit(kind, payload, o);
             if (holes++ === 0) proxy.blackhole(); // what the relay sends next (its ack) is lost
           };
           await publishEdge(c.js, edgeMessage(COWRIE_EDGE, COWRIE.slice(0, 2)));
@@ -385,8 +386,8 @@ describe("nats input: relaying", () => {
 
           // 2. The same, then the relay stops before the redelivery: the next run knows the sequence from its state.
           const swallowedBefore = proxy.swallowed().length;
-          first.ctx.emitJsonLines = async (lines, o) => {
-            await realEmit(lines, o);
+          first.ctx.emitFramed = async (kind, payload, o) => {
+            await realEmit(kind, payload, o);
             proxy.blackhole();
           };
           await publishEdge(c.js, edgeMessage(COWRIE_EDGE, COWRIE.slice(2, 4)));
