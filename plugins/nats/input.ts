@@ -100,6 +100,8 @@ export class NatsRelay {
     this.stopped.catch(() => {});
   }
 
+  /** Acknowledgements sent whose confirmations are awaited. */
+  private readonly acking = new Set<Promise<void>>();
   /** Messages a dry run (ctx.dryRun) was handed: given back when it ends. */
   private readonly dryRunHeld: JsMsg[] = [];
 
@@ -261,46 +263,72 @@ export class NatsRelay {
 
   private async pull(consumer: Consumer): Promise<void> {
     const { ctx, opts } = this;
-    while (!ctx.signal.aborted) {
-      const iter = await this.abortable(consumer.fetch({ max_messages: opts.fetch_batch, expires: FETCH_EXPIRES_MS }));
-      // A stop ends the pull at once. Messages the server sent that were not yet read are
-      // delivered again after ack_wait (the ones read and not spooled are given back below).
-      const stop = () => iter.stop();
-      ctx.signal.addEventListener("abort", stop, { once: true });
-      const held: JsMsg[] = [];
-      let refused: SpoolRefused | undefined;
-      try {
-        for await (const m of iter) {
-          if (refused) {
-            m.nak(); // the rest of this pull goes back too; the next pull comes after a backoff
-            continue;
+    const fetch = () => this.abortable(consumer.fetch({ max_messages: opts.fetch_batch, expires: FETCH_EXPIRES_MS }));
+    // The next pull, asked for while the last messages of a full one are spooled, so that they
+    // travel meanwhile instead of after.
+    let prefetched: Promise<Awaited<ReturnType<typeof fetch>>> | null = null;
+    try {
+      while (!ctx.signal.aborted) {
+        const next = prefetched ?? fetch();
+        prefetched = null;
+        const iter = await next;
+        const more = () => {
+          if (prefetched === null && iter.getReceived() >= opts.fetch_batch) {
+            prefetched = fetch();
+            prefetched.catch(() => {});
           }
-          held.push(m);
-          // Spool together what has arrived; the rest of the pull comes while it is spooled.
-          if (held.length >= opts.fetch_batch || iter.getPending() <= 0) {
-            try {
-              await this.handle(held.splice(0));
-            } catch (err) {
-              if (!(err instanceof SpoolRefused)) throw err;
-              refused = err;
-            }
+        };
+        if (await this.pullOnce(iter, more)) return;
+        this.refreshInfo(consumer);
+      }
+    } finally {
+      // A pull asked for and not read: ended; what it brought is delivered again after ack_wait.
+      const left = prefetched as Promise<Awaited<ReturnType<typeof fetch>>> | null;
+      if (left) void left.then((it) => it.stop(), () => {});
+    }
+  }
+
+  /** Reads one pull to its end, spooling as it goes; true when the input stopped. */
+  private async pullOnce(iter: Awaited<ReturnType<Consumer["fetch"]>>, more: () => void): Promise<boolean> {
+    const { ctx, opts } = this;
+    // A stop ends the pull at once. Messages the server sent that were not yet read are
+    // delivered again after ack_wait (the ones read and not spooled are given back below).
+    const stop = () => iter.stop();
+    ctx.signal.addEventListener("abort", stop, { once: true });
+    const held: JsMsg[] = [];
+    let refused: SpoolRefused | undefined;
+    try {
+      for await (const m of iter) {
+        if (refused) {
+          m.nak(); // the rest of this pull goes back too; the next pull comes after a backoff
+          continue;
+        }
+        held.push(m);
+        // Spool together what has arrived; the rest of the pull comes while it is spooled.
+        if (held.length >= opts.fetch_batch || iter.getPending() <= 0) {
+          more();
+          try {
+            await this.handle(held.splice(0));
+          } catch (err) {
+            if (!(err instanceof SpoolRefused)) throw err;
+            refused = err;
           }
         }
-        if (held.length > 0 && !refused) await this.handle(held.splice(0));
-      } catch (err) {
-        if (err instanceof Stopped || ctx.signal.aborted) return;
-        if (err instanceof SpoolRefused) throw err;
-        throw new Error(`pulling from consumer ${opts.consumer} on stream ${opts.stream}: ${describeNatsError(err)}`);
-      } finally {
-        ctx.signal.removeEventListener("abort", stop);
-        iter.stop();
-        // Read and not handled (a stop, a failed pull): back to the stream for another delivery.
-        for (const m of held) m.nak();
       }
-      if (refused) throw refused;
-      this.backoff.reset();
-      this.refreshInfo(consumer);
+      if (held.length > 0 && !refused) await this.handle(held.splice(0));
+    } catch (err) {
+      if (err instanceof Stopped || ctx.signal.aborted) return true;
+      if (err instanceof SpoolRefused) throw err;
+      throw new Error(`pulling from consumer ${opts.consumer} on stream ${opts.stream}: ${describeNatsError(err)}`);
+    } finally {
+      ctx.signal.removeEventListener("abort", stop);
+      iter.stop();
+      // Read and not handled (a stop, a failed pull): back to the stream for another delivery.
+      for (const m of held) m.nak();
     }
+    if (refused) throw refused;
+    this.backoff.reset();
+    return false;
   }
 
   /** Spools the events of `msgs` (in order, grouped by route), then acknowledges them. */
@@ -366,7 +394,9 @@ export class NatsRelay {
         this.detail.messages += g.msgs.length;
         this.detail.events += g.count;
         this.saveState();
-        await this.acknowledge(g.msgs);
+        const p: Promise<void> = this.acknowledge(g.msgs).finally(() => this.acking.delete(p));
+        // The acknowledgements' confirmations are waited for beside the next messages, not before them.
+        this.acking.add(p);
       }
     } finally {
       clearInterval(keepAlive);
@@ -474,6 +504,7 @@ export class NatsRelay {
       this.saveAgain = false;
       void this.ctx.checkpoint(this.stateNow()).catch(() => {});
     }
+    await Promise.race([Promise.allSettled([...this.acking]), sleep(STOP_FLUSH_MS)]);
     // A dry run gives back everything it was handed.
     for (const m of this.dryRunHeld.splice(0)) m.nak();
     const nc = this.nc;
