@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import type { Receiver } from "../../scripts/receiver.ts";
 import { agentFolder, Arrivals, cli, configText, differences, referenceReceiver, settleOrFail, skip, startAgent, stopGracefully, type RunningAgent } from "../testing/e2e.ts";
-import { freePort, natsSkip, startNatsCluster, startNatsServer, type NatsCluster, type NatsServer } from "../testing/nats.ts";
+import { createStream, freePort, jetstreamManager, natsClient, natsSkip, startNatsCluster, startNatsServer, type NatsCluster, type NatsServer } from "../testing/nats.ts";
 import { until } from "../testing/until.ts";
 
 const fleetSkip = skip || natsSkip;
@@ -158,7 +158,14 @@ describe("fleet: one JetStream node (compiled executable)", { skip: fleetSkip },
     let edge: RunningAgent | undefined;
     const relays: RunningAgent[] = [];
     try {
+      // The stream first, and both relays on the consumer (pulling) before anything is
+      // published: a relay that finds no stream retries with backoff, and the other might
+      // meanwhile take everything.
+      const nc = await natsClient(nats.url);
+      await createStream(await jetstreamManager(nc));
+      await nc.close();
       for (const d of relayDirs) relays.push(await startAgent(d));
+      for (const r of relays) await until(async () => (await r.input("fleet")).pending !== null, "the relay on the consumer", 15_000);
       edge = await startAgent(edgeDir);
       const arrivals = new Arrivals(receiver, "honeypot-7");
       const want = lines("shared", 10_000);
