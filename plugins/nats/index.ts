@@ -2,7 +2,6 @@
 // their `nats` output, and spools each one under the edge's own parts (name, orgid, typetag,
 // timezone), acknowledging a message only once the spool holds its events.
 import { defineInput } from "../../agent/plugin.ts";
-import { NatsRelay } from "./input.ts";
 import { options } from "./options.ts";
 import { relayState } from "./state.ts";
 
@@ -13,7 +12,12 @@ export default defineInput({
   state: relayState,
   listens: true,
   create(opts, ctx) {
-    const relay = new NatsRelay(opts, ctx);
-    return { run: () => relay.run() };
+    // The worker and the NATS client it needs load when a relay runs, not in every agent.
+    return {
+      run: async () => {
+        const { NatsRelay } = await import("./input.ts");
+        await new NatsRelay(opts, ctx).run();
+      },
+    };
   },
 });
