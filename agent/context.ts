@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { formatPath } from "./config.ts";
 import { FatalInputError, type EmitOptions, type EventKind, type InputContext, type Logger, type UploadRoute } from "./plugin.ts";
 import { routeKey } from "./forwarder.ts";
+import { countNewlines, withFinalNewline } from "./bytes.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { FramedEvents, Spool } from "./spool/index.ts";
 import type { StateStore } from "./state.ts";
@@ -44,7 +45,7 @@ export interface ContextOptions {
   runOnce?: boolean;
   /** Nothing leaves the agent (InputContext.dryRun). */
   dryRun?: boolean;
-  /** The input's own upload parts (InputContext.route); default: read from the route key. */
+  /** The input's own upload parts (InputContext.route), the ones `route` is the key of; default: none but the name. */
   uploadRoute?: UploadRoute;
 }
 
@@ -110,7 +111,7 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
     hostname: o.hostname,
     runOnce: o.runOnce ?? false,
     dryRun: o.dryRun ?? false,
-    route: o.uploadRoute ?? uploadRouteOf(o.route),
+    route: o.uploadRoute ?? { name: o.name, orgid: "", typetag: "", timezone: "" },
     counters,
     settled: () => lastCheckpoint,
     runReturned() {
@@ -155,34 +156,14 @@ export function createInputContext<S = unknown>(o: ContextOptions): CoreInputCon
 
 /** A payload of "\n"-ended lines as the spool takes it; a last line without "\n" gets one. */
 function framed(payload: Uint8Array): FramedEvents {
-  if (payload.byteLength === 0) return { bytes: payload, count: 0 };
-  let bytes = payload;
-  if (bytes[bytes.byteLength - 1] !== 0x0a) {
-    bytes = new Uint8Array(payload.byteLength + 1);
-    bytes.set(payload);
-    bytes[payload.byteLength] = 0x0a;
-  }
-  let count = 0;
-  for (let i = bytes.indexOf(0x0a); i !== -1; i = bytes.indexOf(0x0a, i + 1)) count++;
-  return { bytes, count };
+  const bytes = withFinalNewline(payload);
+  return { bytes, count: countNewlines(bytes) };
 }
 
 function framedLines(bytes: Uint8Array): string[] {
   const lines = new TextDecoder().decode(bytes).split("\n");
   lines.pop();
   return lines;
-}
-
-/** The upload parts a route key names (empty strings for parts it lacks). */
-function uploadRouteOf(key: string): UploadRoute {
-  let m: Record<string, unknown> = {};
-  try {
-    m = JSON.parse(key) as Record<string, unknown>;
-  } catch {
-    // a route key made by hand in a test: no parts
-  }
-  const part = (k: string) => (typeof m[k] === "string" ? (m[k] as string) : "");
-  return { name: part("name"), orgid: part("orgid"), typetag: part("typetag"), timezone: part("timezone") };
 }
 
 /** How long a stopped input's last checkpoint keeps waiting for disk space. */

@@ -148,17 +148,13 @@ class RunningInput {
     const stableMs = sup.restart?.stableMs ?? 60_000;
     while (!stopping.aborted) {
       this.controller = new AbortController();
+      const upload = { name: config.uploadName, orgid: config.orgid, typetag: config.typetag, timezone: config.timezone };
       this.ctx = createInputContext({
         name: config.key,
         spool: sup.spool,
         state: sup.state,
-        route: routeKey({
-          input: config.key,
-          name: config.uploadName,
-          orgid: config.orgid,
-          typetag: config.typetag,
-          timezone: config.timezone,
-        }),
+        route: routeKey({ input: config.key, ...upload }),
+        uploadRoute: upload,
         log,
         signal: this.controller.signal,
         hostname: sup.hostname,
