@@ -1,5 +1,5 @@
-// Joining byte chunks: the one home of this rule for the core and every input (a plugin may
-// import this module).
+// Byte chunks and lines of bytes: the one home of these rules for the core and every input (a
+// plugin may import this module).
 
 /**
  * The parts one after another in one array. A single part is returned as it is, not copied (a
@@ -20,4 +20,20 @@ export function concat(parts: readonly Uint8Array[], total?: number): Uint8Array
     at += p.byteLength;
   }
   return out;
+}
+
+/** `data`, or a copy of it with "\n" after a last line that lacks one (empty data stays empty). */
+export function withFinalNewline(data: Uint8Array): Uint8Array {
+  if (data.byteLength === 0 || data[data.byteLength - 1] === 0x0a) return data;
+  const out = new Uint8Array(data.byteLength + 1);
+  out.set(data);
+  out[data.byteLength] = 0x0a;
+  return out;
+}
+
+/** How many "\n" `data` holds: the lines of a body whose every line ends in one. */
+export function countNewlines(data: Uint8Array): number {
+  let n = 0;
+  for (let i = data.indexOf(0x0a); i !== -1; i = data.indexOf(0x0a, i + 1)) n++;
+  return n;
 }

@@ -22,13 +22,13 @@
 import { mkdir, readdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Backoff, sleep } from "./backoff.ts";
-import { concat } from "./bytes.ts";
+import { concat, countNewlines } from "./bytes.ts";
 import type { BatchLimits } from "./config.ts";
 import { errorMessage } from "./errortext.ts";
 import type { EventKind, Logger } from "./plugin.ts";
 import { isNoSpace } from "./fserrors.ts";
 import type { Spool, SpoolRecord } from "./spool/index.ts";
-import { countNewlines, fileNameFor, type RouteMeta } from "./upload.ts";
+import { fileNameFor, type RouteMeta } from "./upload.ts";
 import type { OutputTransport, SendOutcome } from "./output/transport.ts";
 
 export type { RouteMeta };

@@ -133,10 +133,3 @@ export function indexOfBytes(hay: Uint8Array, needle: Uint8Array, from = 0): num
   }
   return -1;
 }
-
-/** Number of "\n" bytes: the number of events in a spool payload or an upload file. */
-export function countNewlines(bytes: Uint8Array): number {
-  let n = 0;
-  for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) n++;
-  return n;
-}

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { errorMessage } from "../agent/errortext.ts";
 import { serve, type Served } from "../agent/serve.ts";
-import { countNewlines, indexOfBytes } from "../agent/upload.ts";
+import { countNewlines } from "../agent/bytes.ts";
+import { indexOfBytes } from "../agent/upload.ts";
 import { parseDuration, parseSize } from "../agent/units.ts";
 
 export interface ReceiverOptions {

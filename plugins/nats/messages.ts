@@ -2,6 +2,7 @@
 // Cybexp-* headers, the events from the body. A message that does not follow the format is
 // refused with a one-line reason, so the relay can terminate it instead of retrying it for ever.
 import { Match, type MsgHdrs } from "@nats-io/nats-core";
+import { countNewlines, withFinalNewline } from "../../agent/bytes.ts";
 import { NATS_HEADERS } from "../../agent/nats.ts";
 import type { EventKind, UploadRoute } from "../../agent/plugin.ts";
 
@@ -80,21 +81,6 @@ export function parseMessage(headers: MsgHdrs | undefined, data: Uint8Array, own
       if (why !== null) return { ok: false, reason: `line ${i + 1} of ${lines.length} is ${why}` };
     }
   }
-  const body = endsInNewline(data);
-  return { ok: true, batch: { kind, route: { name, orgid, typetag, timezone }, body, count: countLines(body) } };
-}
-
-/** `data`, or a copy with "\n" after a last line that lacks it. */
-function endsInNewline(data: Uint8Array): Uint8Array {
-  if (data[data.byteLength - 1] === 0x0a) return data;
-  const out = new Uint8Array(data.byteLength + 1);
-  out.set(data);
-  out[data.byteLength] = 0x0a;
-  return out;
-}
-
-function countLines(body: Uint8Array): number {
-  let n = 0;
-  for (let i = body.indexOf(0x0a); i !== -1; i = body.indexOf(0x0a, i + 1)) n++;
-  return n;
+  const body = withFinalNewline(data);
+  return { ok: true, batch: { kind, route: { name, orgid, typetag, timezone }, body, count: countNewlines(body) } };
 }
