@@ -68,8 +68,11 @@ export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
-  const app = new Hono();
+/** What a request carries between middleware and handlers: its console session (none for bearer-token requests). */
+type ControlEnv = { Variables: { session: ConsoleSession | undefined } };
+
+export function controlApp(api: ControlApi, opts: ControlOptions): Hono<ControlEnv> {
+  const app = new Hono<ControlEnv>();
   const sessions = new ConsoleSessions();
   const hostNames = allowedHostNames(opts.listenHost);
   // Cookies are shared by every port of a host: the port in the name keeps two agents apart.
@@ -123,7 +126,7 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
         if (c.req.method !== "GET" && c.req.method !== "HEAD" && !sameSecret(c.req.header("x-csrf-token") ?? "", session.csrf)) {
           return c.json({ error: "missing or wrong X-CSRF-Token for this console session" }, 403);
         }
-        c.set("session" as never, session as never);
+        c.set("session", session);
         return next();
       }
     }
@@ -133,14 +136,14 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
   });
 
   app.get("/console/session", (c) => {
-    const session = c.get("session" as never) as ConsoleSession | undefined;
+    const session = c.get("session");
     if (!session) return c.json({ error: "no console session: bearer tokens do not open one" }, 400);
     const status = api.status() as { agent: { version: string; hostname: string } };
     return c.json({ csrf: session.csrf, version: status.agent.version, hostname: status.agent.hostname }, 200, CONSOLE_HEADERS);
   });
 
   app.post("/console/logout", (c) => {
-    const session = c.get("session" as never) as ConsoleSession | undefined;
+    const session = c.get("session");
     if (session) sessions.end(session.id);
     setCookie(c, cookieName(), "", { httpOnly: true, sameSite: "Strict", path: "/", maxAge: 0 });
     return c.json({ ok: true });
@@ -148,7 +151,7 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
 
   // A one-time login code for `cybexp-agent console` (bearer token only: a session cannot mint more).
   app.post("/console/login-code", (c) => {
-    if (c.get("session" as never)) return c.json({ error: "login codes are issued to the token holder only" }, 403);
+    if (c.get("session")) return c.json({ error: "login codes are issued to the token holder only" }, 403);
     const code = sessions.issueCode();
     const host = loopbackOrListenHost(opts.listenHost);
     return c.json({ code, url: `http://${host}:${opts.port()}/login?code=${code}`, expires_in_s: LOGIN_CODE_TTL_MS / 1000 });
@@ -233,7 +236,7 @@ export function controlApp(api: ControlApi, opts: ControlOptions): Hono {
  * The tap as server-sent events: one message per sampled event, a `skipped` event once a second
  * while sampling or a slow reader left some out, a comment when nothing else was sent for a while.
  */
-function streamTap(c: Context, sub: TapSubscription): Response {
+function streamTap(c: Context<ControlEnv>, sub: TapSubscription): Response {
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => sub.close());
     // Something at once, so that the answer's head goes out before the first event.
