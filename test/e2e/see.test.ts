@@ -22,6 +22,17 @@ type = "manual"
 typetag = "manual-ti"
 `;
 
+/** `cybexp-agent tap ARGS` in the agent's folder, once it says it is tapping; its output so far. */
+async function startTap(dir: string, args: string[]) {
+  const child = spawn(join(dir, "cybexp-agent"), ["tap", ...args], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
+  let stdout = "", stderr = "";
+  child.stdout.on("data", (b: Buffer) => (stdout += b));
+  child.stderr.on("data", (b: Buffer) => (stderr += b));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  await until(() => stderr.includes("tapping"), "tap to start", 15_000);
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
 describe("tap (compiled executable)", { skip }, () => {
   let receiver: Receiver;
   let agent: RunningAgent;
@@ -42,12 +53,8 @@ describe("tap (compiled executable)", { skip }, () => {
   });
 
   test("tap logs --limit 5 while lines are appended: 5 JSON lines of that input, each one of the lines, exit 0", async () => {
-    const child = spawn(join(agent.dir, "cybexp-agent"), ["tap", "logs", "--limit", "5"], { cwd: agent.dir, env: { PATH: "/usr/bin:/bin" } });
-    let stdout = "", stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b));
-    child.stderr.on("data", (b: Buffer) => (stderr += b));
-    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    await until(() => stderr.includes("tapping"), "tap to start", 15_000);
+    const tap = await startTap(agent.dir, ["logs", "--limit", "5"]);
+    const { child, exited } = tap;
     const written: string[] = [];
     const writer = setInterval(() => {
       const line = `tap line ${written.length} ${Date.now()}`;
@@ -59,9 +66,9 @@ describe("tap (compiled executable)", { skip }, () => {
     const code = await Promise.race([exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 30_000))]);
     clearInterval(writer);
     if (code === "timeout") child.kill("SIGKILL");
-    assert.equal(code, 0, `tap exit (stderr: ${stderr})`);
-    const lines = stdout.trim().split("\n");
-    assert.equal(lines.length, 5, stdout);
+    assert.equal(code, 0, `tap exit (stderr: ${tap.stderr()})`);
+    const lines = tap.stdout().trim().split("\n");
+    assert.equal(lines.length, 5, tap.stdout());
     for (const l of lines) {
       const m = JSON.parse(l) as { input: string; event: string; ts: string };
       assert.deepEqual(Object.keys(m).sort(), ["event", "input", "ts"]);
@@ -72,11 +79,8 @@ describe("tap (compiled executable)", { skip }, () => {
   });
 
   test("tap ends with exit 0 on Ctrl-C (SIGINT); an unknown input is exit 1 naming it", async () => {
-    const child = spawn(join(agent.dir, "cybexp-agent"), ["tap"], { cwd: agent.dir, env: { PATH: "/usr/bin:/bin" } });
-    let stderr = "";
-    child.stderr.on("data", (b: Buffer) => (stderr += b));
-    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    await until(() => stderr.includes("tapping every input"), "tap to start", 15_000);
+    const { child, exited, stderr } = await startTap(agent.dir, []);
+    assert.match(stderr(), /tapping every input/);
     child.kill("SIGINT");
     assert.equal(await exited, 0);
     const unknown = await cli(agent.dir, ["tap", "nosuch"]);
@@ -85,21 +89,17 @@ describe("tap (compiled executable)", { skip }, () => {
   });
 
   test("a burst faster than 100 events/s: tap shows a sample and says how many it did not show", async () => {
-    const child = spawn(join(agent.dir, "cybexp-agent"), ["tap", "logs", "--limit", "150"], { cwd: agent.dir, env: { PATH: "/usr/bin:/bin" } });
-    let stdout = "", stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b));
-    child.stderr.on("data", (b: Buffer) => (stderr += b));
-    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    await until(() => stderr.includes("tapping"), "tap to start", 15_000);
+    const tap = await startTap(agent.dir, ["logs", "--limit", "150"]);
+    const { child, exited } = tap;
     const burst = Array.from({ length: 20_000 }, (_, i) => `burst ${i}`);
     appendFileSync(join(agent.dir, "logs", "app.log"), burst.join("\n") + "\n");
-    await until(() => /not shown/.test(stderr), "a notice of what sampling left out", 15_000);
+    await until(() => /not shown/.test(tap.stderr()), "a notice of what sampling left out", 15_000);
     child.kill("SIGINT");
     assert.equal(await exited, 0);
-    const shown = stdout.trim().split("\n").filter(Boolean);
+    const shown = tap.stdout().trim().split("\n").filter(Boolean);
     assert.ok(shown.length <= 150, `${shown.length} shown`);
-    const notices = [...stderr.matchAll(/tap: (\d+) events? not shown/g)].map((m) => Number(m[1]));
-    assert.ok(notices.reduce((a, b) => a + b, 0) > 0, stderr);
+    const notices = [...tap.stderr().matchAll(/tap: (\d+) events? not shown/g)].map((m) => Number(m[1]));
+    assert.ok(notices.reduce((a, b) => a + b, 0) > 0, tap.stderr());
   });
 });
 
